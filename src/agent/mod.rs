@@ -1,0 +1,1 @@
+//! The instance agent: runs as PID 1 beside Postgres (issue "instance agent").

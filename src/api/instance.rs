@@ -1,0 +1,128 @@
+//! `PgInstance`: one Postgres server, created and owned by the cluster controller.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{StorageSpec, resources_schema};
+
+/// One Postgres server of a PgCluster. Written by the operator, never by users.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "pgha.dev",
+    version = "v1",
+    kind = "PgInstance",
+    namespaced,
+    derive = "PartialEq",
+    shortname = "pgi",
+    category = "pgha",
+    status = "PgInstanceStatus",
+    doc = "One Postgres server of a PgCluster (managed by the operator)",
+    printcolumn(name = "Cluster", type_ = "string", json_path = ".spec.cluster"),
+    printcolumn(name = "Role", type_ = "string", json_path = ".status.role"),
+    printcolumn(name = "Ready", type_ = "boolean", json_path = ".status.ready"),
+    printcolumn(name = "Timeline", type_ = "integer", json_path = ".status.timeline"),
+    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.lagBytes"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PgInstanceSpec {
+    /// Name of the PgCluster this instance belongs to. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("cluster is immutable"))]
+    #[schemars(length(min = 1, max = 63))]
+    pub cluster: String,
+    /// Position of the instance in its cluster, from 1; part of its name. Immutable.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("ordinal is immutable"))]
+    #[schemars(range(min = 1, max = 999))]
+    pub ordinal: i32,
+    /// PostgreSQL major version.
+    #[schemars(range(min = 13, max = 17))]
+    pub postgres_version: i32,
+    /// Container image with the Postgres server and the pgha agent.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    /// The instance's data volume.
+    pub storage: StorageSpec,
+    /// CPU and memory of the Postgres container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "resources_schema")]
+    pub resources: Option<ResourceRequirements>,
+}
+
+/// Observed state of an instance, written by its agent and the operator.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PgInstanceStatus {
+    /// `Pending` → `Initializing` → `Running`, or `Failed` with a reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<InstancePhase>,
+    /// Why the instance is in its phase, in one CamelCase word.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What a person should know about the phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// What the server is now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<InstanceRole>,
+    /// Whether the server accepts the connections its role should.
+    #[serde(default)]
+    pub ready: bool,
+    /// Postgres timeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<i64>,
+    /// Postgres system identifier; equal on every instance of a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<String>,
+    /// WAL written (primary) or replayed (replica).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_lsn: Option<String>,
+    /// WAL received from the primary (replica only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_lsn: Option<String>,
+    /// Bytes of WAL behind the primary (replica only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<i64>,
+    /// A changed parameter needs a restart to take effect.
+    #[serde(default)]
+    pub pending_restart: bool,
+    /// Standard conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// Lifecycle phase of an instance.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum InstancePhase {
+    /// Waiting for its volume.
+    Pending,
+    /// The init pod is creating the data directory.
+    Initializing,
+    /// The instance pod runs Postgres.
+    Running,
+    /// Initialisation failed; see reason and message.
+    Failed,
+}
+
+/// Role of a running server.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum InstanceRole {
+    /// Accepts writes.
+    Primary,
+    /// Streams WAL from the primary and serves reads.
+    Replica,
+    /// A primary that stopped accepting writes because it may no longer be primary.
+    Fenced,
+    /// Postgres is not running.
+    Stopped,
+}

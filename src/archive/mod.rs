@@ -1,0 +1,1 @@
+//! WAL archiving and base backups to S3 (issue "continuous archiving").

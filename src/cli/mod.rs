@@ -1,0 +1,32 @@
+//! The `pgha` command line: one binary, one subcommand per role.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+mod crd;
+
+/// pgha: a PostgreSQL high-availability operator for Kubernetes.
+#[derive(Parser, Debug)]
+#[command(name = "pgha", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the CustomResourceDefinitions as YAML, or write one file per CRD.
+    Crd {
+        /// Write `<name>.yaml` files into this directory instead of printing.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+/// Runs the parsed command line; the error is for a person to read.
+pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.command {
+        Command::Crd { out_dir } => crd::run(out_dir.as_deref()),
+    }
+}

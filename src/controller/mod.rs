@@ -1,0 +1,1 @@
+//! The operator's controllers: observe, apply and report status (issue "operator controllers").

@@ -1,0 +1,12 @@
+//! pgha: a PostgreSQL high-availability operator for Kubernetes.
+//!
+//! `api` holds the resources, `plan` the pure decisions, and `controller`, `agent` and
+//! `archive` the side effects (Kubernetes, Postgres, object store). `cli` wires them into the
+//! `pgha` binary.
+
+pub mod agent;
+pub mod api;
+pub mod archive;
+pub mod cli;
+pub mod controller;
+pub mod plan;

@@ -1,0 +1,6 @@
+//! Pure decisions: functions of the spec and of observations, with time as a parameter.
+//! Nothing here reads the network, the disk, the environment or the clock.
+
+pub mod children;
+pub mod config;
+pub mod names;
