@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use super::common::{StorageSpec, resources_schema};
 
 /// One Postgres server of a PgCluster. Written by the operator, never by users.
+// clippy reads the repeated `type_ = …` of printcolumn(...) as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "pgha.dev",

@@ -160,3 +160,206 @@ pub fn parse_window(window: &str) -> Option<TimeDelta> {
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(name: &str, spec: serde_json::Value) -> PgCluster {
+        let mut object = serde_json::json!({
+            "apiVersion": "pgha.dev/v1", "kind": "PgCluster",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"storage": {"size": "10Gi"}},
+        });
+        if let (Some(base), Some(extra)) = (object["spec"].as_object_mut(), spec.as_object()) {
+            base.extend(extra.clone());
+        }
+        serde_json::from_value(object).expect("PgCluster")
+    }
+
+    fn errors(c: &PgCluster) -> Vec<String> {
+        validate(c)
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    fn backup(extra: serde_json::Value) -> serde_json::Value {
+        let mut b =
+            serde_json::json!({"s3": {"bucket": "pg-backups", "credentialsSecret": "creds"}});
+        if let (Some(base), Some(extra)) = (b.as_object_mut(), extra.as_object()) {
+            base.extend(extra.clone());
+        }
+        serde_json::json!({"backup": b})
+    }
+
+    #[test]
+    fn a_minimal_cluster_is_valid() {
+        let c = cluster("orders", serde_json::json!({}));
+        let valid = validate(&c).expect("valid");
+        assert_eq!((valid.name, valid.namespace), ("orders", "shop"));
+        assert!(
+            valid.schedule.is_none()
+                && valid.retention_window.is_none()
+                && valid.target_time.is_none()
+        );
+    }
+
+    #[test]
+    fn names() {
+        for bad in ["Orders", "1db", "db-", "", &"a".repeat(51)] {
+            assert_eq!(
+                errors(&cluster(bad, serde_json::json!({})))[0],
+                SpecError::Name(bad.into()).to_string()
+            );
+        }
+        assert!(
+            is_cluster_name("a")
+                && is_cluster_name("orders-eu-1")
+                && is_cluster_name(&"a".repeat(50))
+        );
+    }
+
+    #[test]
+    fn namespace_is_required() {
+        let mut c = cluster("orders", serde_json::json!({}));
+        c.metadata.namespace = None;
+        assert_eq!(
+            errors(&c),
+            ["metadata.namespace is missing: the object was not read from the API server"]
+        );
+    }
+
+    #[test]
+    fn synchronous_number_below_instances() {
+        let c = cluster(
+            "db",
+            serde_json::json!({"instances": 2, "replication": {"synchronous": {"mode": "priority", "number": 2}}}),
+        );
+        assert_eq!(
+            errors(&c),
+            [
+                "spec.replication.synchronous.number is 2 but there are 2 instances: it must be less than instances (raise instances or lower the number)"
+            ]
+        );
+        let off = cluster(
+            "db",
+            serde_json::json!({"instances": 1, "replication": {"synchronous": {"mode": "off", "number": 1}}}),
+        );
+        assert!(
+            validate(&off).is_ok(),
+            "the number does not matter while replication is asynchronous"
+        );
+    }
+
+    #[test]
+    fn owned_parameters_and_wal_level() {
+        let c = cluster(
+            "db",
+            serde_json::json!({"postgresql": {"parameters": {"archive_command": "cp %p /tmp"}}}),
+        );
+        assert_eq!(
+            errors(&c),
+            [
+                "spec.postgresql.parameters.archive_command: parameter archive_command is managed by the operator and cannot be set (WAL archiving is configured from spec.backup); remove it"
+            ]
+        );
+        let c = cluster(
+            "db",
+            serde_json::json!({"postgresql": {"parameters": {"wal_level": "minimal"}}}),
+        );
+        assert!(
+            errors(&c)[0].starts_with("spec.postgresql.parameters.wal_level: 'minimal' is too low")
+        );
+        let c = cluster(
+            "db",
+            serde_json::json!({"postgresql": {"parameters": {"work_mem": "1MB\r\nfsync = off"}}}),
+        );
+        assert!(errors(&c)[0].contains("contains a line break"));
+    }
+
+    #[test]
+    fn hba_rules_need_their_fields() {
+        let c = cluster(
+            "db",
+            serde_json::json!({"postgresql": {"pgHba": ["host all all scram-sha-256", "local all all peer"]}}),
+        );
+        assert_eq!(
+            errors(&c),
+            [
+                "spec.postgresql.pgHba[0]: 'host all all scram-sha-256' is not a pg_hba.conf rule; expected '<type> <database> <user> [<address>] <method>', for example 'host all all 10.0.0.0/8 scram-sha-256'"
+            ]
+        );
+    }
+
+    #[test]
+    fn schedules_are_parsed() {
+        let c = cluster("db", backup(serde_json::json!({"schedule": "61 * * * *"})));
+        assert!(
+            errors(&c)[0].starts_with("spec.backup.schedule '61 * * * *' is not a cron expression"),
+            "{:?}",
+            errors(&c)
+        );
+        let c = cluster("db", backup(serde_json::json!({"schedule": "0 0 * * * *"})));
+        assert!(
+            errors(&c)[0].starts_with("spec.backup.schedule '0 0 * * * *'"),
+            "six fields (seconds) are refused"
+        );
+        for ok in ["30 2 * * *", "@daily", "*/15 * * * 1-5"] {
+            let c = cluster(
+                "db",
+                backup(serde_json::json!({"schedule": ok, "retention": {"window": "2w"}})),
+            );
+            let valid = validate(&c).expect(ok);
+            assert!(valid.schedule.is_some());
+            assert_eq!(valid.retention_window, TimeDelta::try_weeks(2));
+        }
+    }
+
+    #[test]
+    fn retention_windows() {
+        assert_eq!(parse_window("36h"), TimeDelta::try_hours(36));
+        assert_eq!(parse_window("30d"), TimeDelta::try_days(30));
+        for bad in ["0d", "30", "d", "-1d", "30y", "", "1.5d"] {
+            assert_eq!(parse_window(bad), None, "{bad}");
+        }
+        let c = cluster(
+            "db",
+            backup(serde_json::json!({"retention": {"window": "30y"}})),
+        );
+        assert_eq!(
+            errors(&c),
+            [
+                "spec.backup.retention.window '30y' is not a number followed by h, d or w, such as '30d'"
+            ]
+        );
+    }
+
+    #[test]
+    fn recovery_target_time_is_rfc3339() {
+        let recovery = |time: &str| {
+            serde_json::json!({"bootstrap": {"recovery": {
+                "source": {"s3": {"bucket": "pg-backups", "path": "shop/orders", "credentialsSecret": "creds"}},
+                "target": {"time": time}}}})
+        };
+        let c = cluster("db", recovery("2026-13-01T00:00:00Z"));
+        assert!(errors(&c)[0].starts_with(
+            "spec.bootstrap.recovery.target.time '2026-13-01T00:00:00Z' is not an RFC 3339 time"
+        ));
+        let c = cluster("db", recovery("2026-11-20T15:03:00+01:00"));
+        let expected = DateTime::parse_from_rfc3339("2026-11-20T14:03:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(validate(&c).expect("valid").target_time, Some(expected));
+    }
+
+    #[test]
+    fn all_problems_are_reported_at_once() {
+        let mut spec = backup(serde_json::json!({"schedule": "bad cron x y z"}));
+        spec["instances"] = 1.into();
+        spec["replication"] = serde_json::json!({"synchronous": {"mode": "quorum", "number": 1}});
+        assert_eq!(errors(&cluster("Bad", spec)).len(), 3);
+    }
+}

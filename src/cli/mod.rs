@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 mod crd;
+mod validate;
 
 /// pgha: a PostgreSQL high-availability operator for Kubernetes.
 #[derive(Parser, Debug)]
@@ -22,11 +23,18 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Check a PgCluster manifest offline with the checks the operator runs before planning.
+    Validate {
+        /// The YAML file with a PgCluster.
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+    },
 }
 
 /// Runs the parsed command line; the error is for a person to read.
 pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Crd { out_dir } => crd::run(out_dir.as_deref()),
+        Command::Validate { file } => validate::run(&file),
     }
 }

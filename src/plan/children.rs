@@ -244,3 +244,318 @@ fn config_map(valid: &ValidCluster<'_>, owner: &OwnerReference) -> Result<Config
         ..ConfigMap::default()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::PgCluster;
+    use crate::api::cluster::SynchronousMode;
+    use crate::api::validation::validate;
+    use proptest::prelude::*;
+
+    fn cluster(name: &str, spec: serde_json::Value) -> PgCluster {
+        let mut object = serde_json::json!({
+            "apiVersion": "pgha.dev/v1", "kind": "PgCluster",
+            "metadata": {"name": name, "namespace": "shop", "uid": "0e6b1c3a-1111-2222-3333-444455556666"},
+            "spec": {"storage": {"size": "10Gi"}},
+        });
+        if let (Some(base), Some(extra)) = (object["spec"].as_object_mut(), spec.as_object()) {
+            base.extend(extra.clone());
+        }
+        serde_json::from_value(object).expect("valid PgCluster")
+    }
+
+    fn fresh() -> FreshPasswords {
+        FreshPasswords {
+            superuser: "su-new".into(),
+            app: "app-new".into(),
+            replication: "repl-new".into(),
+        }
+    }
+
+    fn plan(c: &PgCluster, existing: &BTreeMap<String, BTreeMap<String, ByteString>>) -> Children {
+        let valid = validate(c).expect("valid");
+        children(&valid, existing, &fresh()).expect("plan")
+    }
+
+    fn secret_value(children: &Children, name: &str, key: &str) -> String {
+        let secret = children
+            .secrets
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+            .expect(name);
+        String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
+    }
+
+    #[test]
+    fn instances_follow_the_spec() {
+        let c = cluster(
+            "orders",
+            serde_json::json!({"instances": 2, "postgresVersion": 16,
+            "storage": {"size": "20Gi", "storageClassName": "fast"},
+            "resources": {"requests": {"cpu": "1"}}}),
+        );
+        let out = plan(&c, &BTreeMap::new());
+        let names: Vec<_> = out
+            .instances
+            .iter()
+            .map(|i| i.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["orders-1", "orders-2"]);
+        let second = &out.instances[1];
+        assert_eq!(second.spec.ordinal, 2);
+        assert_eq!(second.spec.cluster, "orders");
+        assert_eq!(second.spec.postgres_version, 16);
+        assert_eq!(second.spec.image, "pgha/postgres:16");
+        assert_eq!(second.spec.storage, c.spec.storage);
+        assert_eq!(second.spec.resources, c.spec.resources);
+        let labels = second.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[names::LABEL_CLUSTER], "orders");
+        assert_eq!(labels[names::LABEL_PG_INSTANCE], "orders-2");
+        assert_eq!(labels[names::LABEL_MANAGED_BY], "pgha");
+    }
+
+    #[test]
+    fn image_overrides_the_default() {
+        let c = cluster(
+            "orders",
+            serde_json::json!({"image": "registry.example/pg:15.8"}),
+        );
+        assert!(
+            plan(&c, &BTreeMap::new())
+                .instances
+                .iter()
+                .all(|i| i.spec.image == "registry.example/pg:15.8")
+        );
+    }
+
+    #[test]
+    fn every_child_is_owned_by_the_cluster_and_namespaced() {
+        let out = plan(&cluster("orders", serde_json::json!({})), &BTreeMap::new());
+        let metas = out
+            .instances
+            .iter()
+            .map(|i| &i.metadata)
+            .chain(out.services.iter().map(|s| &s.metadata))
+            .chain(out.secrets.iter().map(|s| &s.metadata))
+            .chain([&out.config_map.metadata]);
+        for meta in metas {
+            let owner = &meta.owner_references.as_ref().unwrap()[0];
+            assert_eq!(
+                (owner.kind.as_str(), owner.name.as_str()),
+                ("PgCluster", "orders")
+            );
+            assert_eq!(owner.controller, Some(true));
+            assert_eq!(meta.namespace.as_deref(), Some("shop"));
+        }
+    }
+
+    #[test]
+    fn services_select_roles() {
+        let out = plan(&cluster("orders", serde_json::json!({})), &BTreeMap::new());
+        let selectors: Vec<_> = out
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    s.metadata.name.clone().unwrap(),
+                    s.spec.as_ref().unwrap().selector.clone().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(selectors[0].0, "orders-rw");
+        assert_eq!(selectors[0].1[names::LABEL_ROLE], "primary");
+        assert_eq!(selectors[1].0, "orders-ro");
+        assert_eq!(selectors[1].1[names::LABEL_ROLE], "replica");
+        assert_eq!(selectors[2].0, "orders-r");
+        assert!(!selectors[2].1.contains_key(names::LABEL_ROLE));
+        assert!(
+            selectors
+                .iter()
+                .all(|(_, s)| s[names::LABEL_CLUSTER] == "orders")
+        );
+        assert!(
+            out.services
+                .iter()
+                .all(|s| s.spec.as_ref().unwrap().ports.as_ref().unwrap()[0].port == 5432)
+        );
+    }
+
+    #[test]
+    fn new_secrets_take_fresh_passwords() {
+        let c = cluster(
+            "orders",
+            serde_json::json!({"bootstrap": {"initdb": {"database": "shop", "owner": "clerk"}}}),
+        );
+        let out = plan(&c, &BTreeMap::new());
+        assert_eq!(secret_value(&out, "orders-superuser", "password"), "su-new");
+        assert_eq!(
+            secret_value(&out, "orders-superuser", "username"),
+            "postgres"
+        );
+        assert_eq!(
+            secret_value(&out, "orders-replication", "username"),
+            "streaming_replica"
+        );
+        assert_eq!(secret_value(&out, "orders-app", "username"), "clerk");
+        assert_eq!(secret_value(&out, "orders-app", "dbname"), "shop");
+        assert_eq!(secret_value(&out, "orders-app", "host"), "orders-rw.shop");
+        assert_eq!(
+            secret_value(&out, "orders-app", "uri"),
+            "postgresql://clerk:app-new@orders-rw.shop:5432/shop"
+        );
+    }
+
+    #[test]
+    fn existing_passwords_are_never_regenerated() {
+        let c = cluster("orders", serde_json::json!({}));
+        let existing = BTreeMap::from([
+            (
+                "orders-app".to_string(),
+                BTreeMap::from([("password".to_string(), ByteString(b"p@ss word".to_vec()))]),
+            ),
+            (
+                "orders-superuser".to_string(),
+                BTreeMap::from([("password".to_string(), ByteString(b"kept".to_vec()))]),
+            ),
+        ]);
+        let out = plan(&c, &existing);
+        assert_eq!(secret_value(&out, "orders-app", "password"), "p@ss word");
+        assert_eq!(
+            secret_value(&out, "orders-app", "uri"),
+            "postgresql://app:p%40ss%20word@orders-rw.shop:5432/app"
+        );
+        assert_eq!(secret_value(&out, "orders-superuser", "password"), "kept");
+        // The replication Secret does not exist yet, so it is the only one with a new password.
+        assert_eq!(
+            secret_value(&out, "orders-replication", "password"),
+            "repl-new"
+        );
+    }
+
+    #[test]
+    fn a_restored_cluster_gets_no_app_secret() {
+        let c = cluster(
+            "copy",
+            serde_json::json!({"bootstrap": {"recovery": {"source": {"s3": {
+            "bucket": "b-1", "path": "shop/orders", "credentialsSecret": "c", "region": "us-east-1"}}}}}),
+        );
+        let out = plan(&c, &BTreeMap::new());
+        let names: Vec<_> = out
+            .secrets
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["copy-superuser", "copy-replication"]);
+    }
+
+    #[test]
+    fn config_map_renders_parameters_hba_and_synchronous_names() {
+        let c = cluster(
+            "orders",
+            serde_json::json!({
+                "postgresql": {"parameters": {"work_mem": "16MB", "max_connections": "300", "search_path": "'$user', public"},
+                               "pgHba": ["host all all 10.0.0.0/8 scram-sha-256"]},
+                "replication": {"synchronous": {"mode": "quorum", "number": 1}},
+            }),
+        );
+        let data = plan(&c, &BTreeMap::new()).config_map.data.unwrap();
+        let user = &data["user.conf"];
+        assert!(user.contains("work_mem = '16MB'\n"));
+        assert!(
+            user.contains("max_connections = '300'\n"),
+            "user value overrides the default"
+        );
+        assert!(!user.contains("max_connections = '100'"));
+        assert!(
+            user.contains("search_path = '''$user'', public'\n"),
+            "quotes are escaped"
+        );
+        assert!(user.contains("wal_level = 'replica'\n"), "defaults stay");
+        let hba: Vec<&str> = data["pg_hba.conf"].lines().collect();
+        let user_rule = hba
+            .iter()
+            .position(|l| *l == "host all all 10.0.0.0/8 scram-sha-256")
+            .unwrap();
+        let replication = hba
+            .iter()
+            .position(|l| l.starts_with("host replication streaming_replica"))
+            .unwrap();
+        assert!(
+            replication < user_rule,
+            "no user rule can shadow replication"
+        );
+        assert_eq!(hba.last(), Some(&"host all all all scram-sha-256"));
+        assert_eq!(
+            data["operator.conf"],
+            "synchronous_standby_names = 'ANY 1 (\"orders-1\", \"orders-2\", \"orders-3\")'\n"
+        );
+    }
+
+    #[test]
+    fn synchronous_modes() {
+        for (mode, expected) in [
+            (SynchronousMode::Off, ""),
+            (
+                SynchronousMode::Quorum,
+                "ANY 2 (\"db-1\", \"db-2\", \"db-3\")",
+            ),
+            (
+                SynchronousMode::Priority,
+                "FIRST 2 (\"db-1\", \"db-2\", \"db-3\")",
+            ),
+        ] {
+            let mut c = cluster("db", serde_json::json!({}));
+            c.spec.replication.synchronous.mode = mode;
+            c.spec.replication.synchronous.number = 2;
+            assert_eq!(config::synchronous_standby_names("db", &c.spec), expected);
+        }
+    }
+
+    #[test]
+    fn a_cluster_without_uid_is_refused() {
+        let mut c = cluster("orders", serde_json::json!({}));
+        c.metadata.uid = None;
+        let valid = validate(&c).expect("valid");
+        assert_eq!(
+            children(&valid, &BTreeMap::new(), &fresh()),
+            Err(PlanError::NoUid)
+        );
+    }
+
+    /// A DNS-1123 label: what names of Services, Pods and label values must be.
+    fn is_dns_label(s: &str) -> bool {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    }
+
+    proptest! {
+        #[test]
+        fn names_are_dns_labels_and_planning_is_deterministic(
+            name in "[a-z]([-a-z0-9]{0,48}[a-z0-9])?",
+            instances in 1i32..=32,
+        ) {
+            let c = cluster(&name, serde_json::json!({"instances": instances}));
+            let first = plan(&c, &BTreeMap::new());
+            prop_assert_eq!(&first, &plan(&c, &BTreeMap::new()));
+            prop_assert_eq!(first.instances.len(), instances as usize);
+            let mut all_names: Vec<String> = first.instances.iter().map(|i| i.metadata.name.clone().unwrap()).collect();
+            all_names.extend(first.services.iter().map(|s| s.metadata.name.clone().unwrap()));
+            all_names.extend(first.secrets.iter().map(|s| s.metadata.name.clone().unwrap()));
+            all_names.push(first.config_map.metadata.name.clone().unwrap());
+            all_names.push(format!("{}-init", names::instance(&name, instances)));
+            for n in &all_names {
+                prop_assert!(is_dns_label(n), "{} is not a DNS-1123 label", n);
+            }
+            for instance in &first.instances {
+                for value in instance.metadata.labels.as_ref().unwrap().values() {
+                    prop_assert!(is_dns_label(value), "label value {} is not valid", value);
+                }
+            }
+        }
+    }
+}

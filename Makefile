@@ -1,0 +1,32 @@
+# The two commands a person needs: `make demo` and `make test`.
+.PHONY: test deps fmt-check clippy unit crds demo
+
+CARGO ?= cargo
+
+test: deps fmt-check clippy unit
+
+deps:
+	@scripts/install-deps.sh
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test
+
+# Regenerate crds/ from the Rust types (a test fails when they drift).
+crds:
+	$(CARGO) run --quiet -- crd --out-dir crds
+
+# The local Kubernetes control plane is not built yet (issue "Local Kubernetes control plane").
+# Until it is, the demo builds the operator, validates the examples and prints the CRDs.
+demo:
+	$(CARGO) build --quiet
+	@target/debug/pgha crd
+	@for f in deploy/examples/*.yaml; do target/debug/pgha validate -f $$f; done
+	@echo
+	@echo "pgha demo: the CRDs above install with 'kubectl apply -k crds/' on any Kubernetes 1.33+ cluster."
+	@echo "Missing for the full demo: the local control plane under e2e/ and the operator controllers."
