@@ -5,10 +5,27 @@ mod common;
 
 use std::path::Path;
 
-use common::{admit, schema_of, spec_paths};
+use common::{admit, schema_of};
 use kube::CustomResourceExt;
 use pgha::api::PgCluster;
 use serde_json::Value;
+
+/// Every property path below `spec` in a schema, such as `spec.storage.size`.
+pub fn spec_paths(schema: &Value) -> Vec<String> {
+    fn walk(node: &Value, path: &str, out: &mut Vec<String>) {
+        let Some(props) = node.get("properties").and_then(Value::as_object) else {
+            return;
+        };
+        for (name, child) in props {
+            let child_path = format!("{path}.{name}");
+            out.push(child_path.clone());
+            walk(child, &child_path, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&schema["properties"]["spec"], "spec", &mut out);
+    out
+}
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(path)).expect(path)

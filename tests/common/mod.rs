@@ -31,20 +31,3 @@ pub fn admit(schema: &Value, object: &Value, old: Option<&Value>) -> Vec<String>
     }
     errors
 }
-
-/// Every property path below `spec` in a schema, such as `spec.storage.size`.
-pub fn spec_paths(schema: &Value) -> Vec<String> {
-    fn walk(node: &Value, path: &str, out: &mut Vec<String>) {
-        let Some(props) = node.get("properties").and_then(Value::as_object) else {
-            return;
-        };
-        for (name, child) in props {
-            let child_path = format!("{path}.{name}");
-            out.push(child_path.clone());
-            walk(child, &child_path, out);
-        }
-    }
-    let mut out = Vec::new();
-    walk(&schema["properties"]["spec"], "spec", &mut out);
-    out
-}
