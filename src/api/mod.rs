@@ -7,6 +7,8 @@ pub mod backup;
 pub mod cluster;
 pub mod common;
 pub mod crd;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod instance;
 pub mod postgres;
 pub mod validation;

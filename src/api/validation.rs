@@ -164,18 +164,7 @@ pub fn parse_window(window: &str) -> Option<TimeDelta> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn cluster(name: &str, spec: serde_json::Value) -> PgCluster {
-        let mut object = serde_json::json!({
-            "apiVersion": "pgha.dev/v1", "kind": "PgCluster",
-            "metadata": {"name": name, "namespace": "shop"},
-            "spec": {"storage": {"size": "10Gi"}},
-        });
-        if let (Some(base), Some(extra)) = (object["spec"].as_object_mut(), spec.as_object()) {
-            base.extend(extra.clone());
-        }
-        serde_json::from_value(object).expect("PgCluster")
-    }
+    use crate::api::fixtures::cluster;
 
     fn errors(c: &PgCluster) -> Vec<String> {
         validate(c)
