@@ -1,6 +1,7 @@
 //! Checks the API server cannot make. The controller runs them before planning; a failure
 //! becomes a `Ready=False` condition naming the field, and no child object is touched.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -53,6 +54,10 @@ pub struct ValidCluster<'a> {
     pub retention_window: Option<TimeDelta>,
     /// Recovery target time, when bootstrapping from a backup to a time.
     pub target_time: Option<DateTime<Utc>>,
+    /// pgha's defaults overlaid with the user's parameters.
+    pub parameters: BTreeMap<String, String>,
+    /// The rendered `pg_hba.conf`.
+    pub pg_hba: String,
 }
 
 /// Every problem of a cluster's spec, or the cluster ready for planning.
@@ -74,12 +79,12 @@ pub fn validate(cluster: &PgCluster) -> Result<ValidCluster<'_>, Vec<SpecError>>
             instances: spec.instances,
         });
     }
-    if let Err(e) = config::parameters(spec) {
-        errors.push(e.into());
-    }
-    if let Err(e) = config::render_hba(spec) {
-        errors.push(e.into());
-    }
+    let parameters = config::parameters(spec)
+        .map_err(|e| errors.push(e.into()))
+        .ok();
+    let pg_hba = config::render_hba(spec)
+        .map_err(|e| errors.push(e.into()))
+        .ok();
     let schedule = spec
         .backup
         .as_ref()
@@ -110,15 +115,19 @@ pub fn validate(cluster: &PgCluster) -> Result<ValidCluster<'_>, Vec<SpecError>>
                 })
                 .ok()
         });
-    match namespace {
-        Some(namespace) if errors.is_empty() => Ok(ValidCluster {
-            cluster,
-            name,
-            namespace,
-            schedule,
-            retention_window,
-            target_time,
-        }),
+    match (namespace, parameters, pg_hba) {
+        (Some(namespace), Some(parameters), Some(pg_hba)) if errors.is_empty() => {
+            Ok(ValidCluster {
+                cluster,
+                name,
+                namespace,
+                schedule,
+                retention_window,
+                target_time,
+                parameters,
+                pg_hba,
+            })
+        }
         _ => Err(errors),
     }
 }

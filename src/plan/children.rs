@@ -11,7 +11,7 @@ use thiserror::Error;
 
 use crate::api::validation::ValidCluster;
 use crate::api::{PgInstance, PgInstanceSpec};
-use crate::plan::config::{self, ConfigError};
+use crate::plan::config;
 use crate::plan::names::{self, SecretKind, ServiceKind};
 
 /// Why the children of a cluster cannot be computed.
@@ -19,8 +19,6 @@ use crate::plan::names::{self, SecretKind, ServiceKind};
 pub enum PlanError {
     #[error("metadata.uid is missing: children need an owner reference to the PgCluster")]
     NoUid,
-    #[error("{0}")]
-    Config(#[from] ConfigError),
 }
 
 /// Passwords freshly drawn by the caller. The plan uses one only where no Secret holds a
@@ -64,7 +62,7 @@ pub fn children(
             .map(|kind| service(valid, &owner, *kind))
             .collect(),
         secrets: secrets(valid, &owner, existing, fresh),
-        config_map: config_map(valid, &owner)?,
+        config_map: config_map(valid, &owner),
     })
 }
 
@@ -223,7 +221,7 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
-fn config_map(valid: &ValidCluster<'_>, owner: &OwnerReference) -> Result<ConfigMap, ConfigError> {
+fn config_map(valid: &ValidCluster<'_>, owner: &OwnerReference) -> ConfigMap {
     let spec = &valid.cluster.spec;
     let mut operator = BTreeMap::new();
     operator.insert(
@@ -234,15 +232,15 @@ fn config_map(valid: &ValidCluster<'_>, owner: &OwnerReference) -> Result<Config
         ("operator.conf".to_string(), config::render_conf(&operator)),
         (
             "user.conf".to_string(),
-            config::render_conf(&config::parameters(spec)?),
+            config::render_conf(&valid.parameters),
         ),
-        ("pg_hba.conf".to_string(), config::render_hba(spec)?),
+        ("pg_hba.conf".to_string(), valid.pg_hba.clone()),
     ]);
-    Ok(ConfigMap {
+    ConfigMap {
         metadata: meta(valid, owner, names::config_map(valid.name), "config"),
         data: Some(data),
         ..ConfigMap::default()
-    })
+    }
 }
 
 #[cfg(test)]
