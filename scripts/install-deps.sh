@@ -3,8 +3,9 @@
 # lists what is missing and stops.
 set -euo pipefail
 
-# Debian packages: the C toolchain for crates with native code. Later issues add PostgreSQL.
-packages=(build-essential pkg-config)
+# Debian packages: the C toolchain for crates with native code, and PostgreSQL 15 (initdb,
+# postgres, pg_basebackup, pg_rewind, pgbench) for the agent tests, which run real servers.
+packages=(build-essential pkg-config postgresql-15)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -28,4 +29,11 @@ fi
 if command -v rustup >/dev/null; then
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+fi
+
+# Postgres refuses to run as root: when the tests run as root, the agent runs it as 'postgres',
+# which the Debian package creates.
+if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+  echo "the agent tests run as root and need a 'postgres' user; install postgresql-15" >&2
+  exit 1
 fi

@@ -1,1 +1,244 @@
-//! The instance agent: runs as PID 1 beside Postgres (issue "instance agent").
+//! The instance agent: owns one Postgres server beside it in the pod. It bootstraps the data
+//! directory, writes the configuration, supervises the postmaster, reports status and carries
+//! out role changes. Who tells it what to do is outside this module: [`Agent`] is the interface.
+
+mod bootstrap;
+pub mod conf;
+mod error;
+mod files;
+pub mod http;
+pub mod pgbin;
+pub mod postmaster;
+mod roles;
+pub mod settings;
+mod sql;
+pub mod status;
+
+use std::sync::Mutex;
+
+use crate::api::instance::InstanceRole;
+pub use bootstrap::Bootstrapped;
+pub use conf::{Endpoint, PostgresConfig};
+pub use error::{AgentError, Result};
+use postmaster::{Postmaster, RunState};
+pub use roles::Rejoined;
+pub use settings::{Credentials, RunAs, Secret, Settings, Timeouts};
+use status::Status;
+
+/// The role the agent is told to hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Desired {
+    Primary,
+    Replica(Endpoint),
+}
+
+impl Desired {
+    fn upstream(&self) -> Option<&Endpoint> {
+        match self {
+            Self::Primary => None,
+            Self::Replica(primary) => Some(primary),
+        }
+    }
+}
+
+pub struct Agent {
+    settings: Settings,
+    credentials: Credentials,
+    postmaster: Postmaster,
+    /// One state change at a time; status reads do not take it.
+    ops: tokio::sync::Mutex<()>,
+    state: Mutex<State>,
+}
+
+struct State {
+    desired: Desired,
+    config: PostgresConfig,
+    last_error: Option<String>,
+    notes: Vec<String>,
+}
+
+/// Outcome of a configuration change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigApplied {
+    /// Parameters whose new value needs a restart; empty when a reload applied everything.
+    pub pending_restart: Vec<String>,
+}
+
+impl Agent {
+    /// An agent for a stopped instance. Must be called inside a Tokio runtime.
+    pub fn new(
+        settings: Settings,
+        credentials: Credentials,
+        desired: Desired,
+        config: PostgresConfig,
+    ) -> Self {
+        Self {
+            postmaster: Postmaster::spawn(settings.clone()),
+            settings,
+            credentials,
+            ops: tokio::sync::Mutex::new(()),
+            state: Mutex::new(State {
+                desired,
+                config,
+                last_error: None,
+                notes: Vec::new(),
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The running postmaster's PID.
+    pub fn postmaster_pid(&self) -> Option<u32> {
+        self.postmaster.pid()
+    }
+
+    /// A receiver that sees every change of the postmaster's state (start, crash, stop).
+    pub fn watch_postmaster(&self) -> tokio::sync::watch::Receiver<postmaster::PostmasterStatus> {
+        self.postmaster.watch()
+    }
+
+    /// Writes the configuration for the desired role, starts Postgres and waits until it
+    /// accepts connections. A primary then gets its roles, database and slots.
+    pub async fn start(&self) -> Result<()> {
+        let _op = self.ops.lock().await;
+        self.record(self.start_locked().await)
+    }
+
+    /// Stops Postgres: smart, then fast, then kill, with the settings' timeouts.
+    pub async fn stop(&self) -> Result<()> {
+        let _op = self.ops.lock().await;
+        let t = self.settings.timeouts;
+        self.postmaster.stop(t.smart_stop, t.fast_stop).await
+    }
+
+    /// Stops and starts Postgres, to apply parameters that need a restart.
+    pub async fn restart(&self) -> Result<()> {
+        let _op = self.ops.lock().await;
+        let t = self.settings.timeouts;
+        self.postmaster.stop(t.smart_stop, t.fast_stop).await?;
+        self.record(self.start_locked().await)
+    }
+
+    /// Applies a new configuration: refused as a whole (nothing written) if the user's part
+    /// is invalid; otherwise written, and reloaded if Postgres runs.
+    pub async fn apply_config(&self, config: PostgresConfig) -> Result<ConfigApplied> {
+        let _op = self.ops.lock().await;
+        let result = self.apply_config_locked(config).await;
+        self.record(result)
+    }
+
+    async fn apply_config_locked(&self, config: PostgresConfig) -> Result<ConfigApplied> {
+        let rendered = conf::render(&config)?;
+        let desired = self.lock().desired.clone();
+        conf::write(&self.settings, &config, &rendered, desired.upstream())?;
+        let members = config.members.clone();
+        self.lock().config = config;
+        if self.postmaster.pid().is_none() {
+            return Ok(ConfigApplied {
+                pending_restart: Vec::new(),
+            });
+        }
+        let client = sql::connect(&self.settings).await?;
+        if desired == Desired::Primary {
+            roles::ensure_slots(&client, &self.settings.name, &members).await?;
+        }
+        let pending_restart = roles::reload(&self.settings, &client).await?;
+        Ok(ConfigApplied { pending_restart })
+    }
+
+    /// Everything the agent knows, read fresh from Postgres when it runs.
+    pub async fn status(&self) -> Status {
+        let postmaster = self.postmaster.status();
+        let (desired, last_error, notes) = {
+            let state = self.lock();
+            (
+                state.desired.clone(),
+                state.last_error.clone(),
+                state.notes.clone(),
+            )
+        };
+        let mut status = Status {
+            name: self.settings.name.clone(),
+            role: if postmaster.fenced {
+                InstanceRole::Fenced
+            } else {
+                InstanceRole::Stopped
+            },
+            ready: false,
+            server: None,
+            postmaster,
+            last_error,
+            notes,
+        };
+        if !matches!(status.postmaster.run, RunState::Running { .. }) {
+            return status;
+        }
+        let server = match sql::connect(&self.settings).await {
+            Ok(client) => status::server(&client).await,
+            Err(e) => Err(e),
+        };
+        match server {
+            Ok(server) => {
+                status.role = if server.in_recovery {
+                    InstanceRole::Replica
+                } else {
+                    InstanceRole::Primary
+                };
+                status.ready = server.in_recovery == matches!(desired, Desired::Replica(_));
+                status.server = Some(server);
+            }
+            Err(e) => {
+                status.last_error = Some(format!("status: {e}"));
+            }
+        }
+        status
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Keeps the last error for the status report and logs it; passes the result on.
+    fn record<T>(&self, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result {
+            tracing::error!(instance = %self.settings.name, error = %e, "operation failed");
+            self.lock().last_error = Some(e.to_string());
+        }
+        result
+    }
+
+    fn note(&self, note: String) {
+        tracing::warn!(instance = %self.settings.name, "{note}");
+        self.lock().notes.push(note);
+    }
+
+    async fn start_locked(&self) -> Result<()> {
+        let (config, desired) = {
+            let state = self.lock();
+            (state.config.clone(), state.desired.clone())
+        };
+        files::ensure_dir(&self.settings.run_dir, 0o700, self.settings.run_as.as_ref())?;
+        conf::write_passfile(&self.settings, self.credentials.replication.expose())?;
+        conf::write(
+            &self.settings,
+            &config,
+            &conf::render(&config)?,
+            desired.upstream(),
+        )?;
+        self.postmaster.start().await?;
+        let client = sql::wait_ready(&self.settings, self.settings.timeouts.start, || {
+            self.postmaster.pid().is_some()
+        })
+        .await?;
+        if desired == Desired::Primary {
+            roles::ensure_roles(&client, &self.credentials).await?;
+            roles::ensure_slots(&client, &self.settings.name, &config.members).await?;
+        }
+        Ok(())
+    }
+}

@@ -78,6 +78,10 @@ pub const OWNED_PARAMETERS: &[(&str, &str)] = &[
     ),
     ("hot_standby", "replicas always serve reads"),
     (
+        "cluster_name",
+        "standbys are named after their instance for synchronous replication",
+    ),
+    (
         "synchronous_standby_names",
         "set spec.replication.synchronous instead",
     ),

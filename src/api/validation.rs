@@ -79,10 +79,10 @@ pub fn validate(cluster: &PgCluster) -> Result<ValidCluster<'_>, Vec<SpecError>>
             instances: spec.instances,
         });
     }
-    let parameters = config::parameters(spec)
+    let parameters = config::parameters(&spec.postgresql.parameters)
         .map_err(|e| errors.push(e.into()))
         .ok();
-    let pg_hba = config::render_hba(spec)
+    let pg_hba = config::render_hba(&spec.postgresql.pg_hba)
         .map_err(|e| errors.push(e.into()))
         .ok();
     let schedule = spec

@@ -47,12 +47,14 @@ pub enum ConfigError {
 }
 
 /// Defaults overlaid with the user's parameters, or the first parameter that may not be set.
-pub fn parameters(spec: &PgClusterSpec) -> Result<BTreeMap<String, String>, ConfigError> {
+pub fn parameters(
+    user: &BTreeMap<String, String>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
     let mut merged: BTreeMap<String, String> = DEFAULT_PARAMETERS
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    for (name, value) in &spec.postgresql.parameters {
+    for (name, value) in user {
         if let Some((_, why)) = OWNED_PARAMETERS.iter().find(|(owned, _)| owned == name) {
             return Err(ConfigError::OwnedParameter {
                 name: name.clone(),
@@ -97,16 +99,31 @@ pub fn render_conf(parameters: &BTreeMap<String, String>) -> String {
         .collect()
 }
 
+/// The pg_ident map that lets the agent's operating-system user in as the superuser over the
+/// local socket, whatever that user is called in the image.
+pub const AGENT_IDENT_MAP: &str = "pgha-agent";
+
+/// `pg_ident.conf` for an agent running as `os_user`.
+pub fn render_ident(os_user: &str) -> String {
+    format!(
+        "# Managed by pgha.\n{AGENT_IDENT_MAP} {os_user} {}\n",
+        names::SUPERUSER
+    )
+}
+
 /// `pg_hba.conf`: the agent's local superuser and the replication role first (so no user rule
 /// can lock them out), then the user's rules, then password authentication for everyone else.
-pub fn render_hba(spec: &PgClusterSpec) -> Result<String, ConfigError> {
+pub fn render_hba(rules: &[String]) -> Result<String, ConfigError> {
     let mut out = String::from("# Managed by pgha: edit spec.postgresql.pgHba instead.\n");
-    out.push_str(&format!("local all {} peer\n", names::SUPERUSER));
+    out.push_str(&format!(
+        "local all {} peer map={AGENT_IDENT_MAP}\n",
+        names::SUPERUSER
+    ));
     out.push_str(&format!(
         "host replication {} all scram-sha-256\n",
         names::REPLICATION_USER
     ));
-    for (index, line) in spec.postgresql.pg_hba.iter().enumerate() {
+    for (index, line) in rules.iter().enumerate() {
         if !is_hba_rule(line) {
             return Err(ConfigError::HbaLine {
                 index,
@@ -133,4 +150,148 @@ fn is_hba_rule(line: &str) -> bool {
         _ => return false,
     };
     fields.len() >= min_fields
+}
+
+/// The primary a replica streams from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upstream {
+    pub host: String,
+    pub port: u16,
+    /// A libpq password file holding the replication role's password, so that no password is
+    /// written into the configuration.
+    pub passfile: String,
+}
+
+/// What the agent knows about its own instance: the settings no user may change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceSettings {
+    pub name: String,
+    pub listen_address: String,
+    pub port: u16,
+    pub socket_dir: String,
+    pub synchronous_standby_names: String,
+    /// `Some` for a replica.
+    pub upstream: Option<Upstream>,
+}
+
+/// The replication slot the primary keeps for an instance (slot names allow `[a-z0-9_]`).
+pub fn slot_name(instance: &str) -> String {
+    format!("pgha_{}", instance.replace('-', "_"))
+}
+
+/// `operator.conf` of one instance. It is included after `user.conf`, so it wins.
+pub fn instance_parameters(instance: &InstanceSettings) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::from([
+        (
+            "listen_addresses".to_string(),
+            instance.listen_address.clone(),
+        ),
+        ("port".to_string(), instance.port.to_string()),
+        (
+            "unix_socket_directories".to_string(),
+            instance.socket_dir.clone(),
+        ),
+        // Standbys report it as application_name, which synchronous_standby_names matches.
+        ("cluster_name".to_string(), instance.name.clone()),
+        ("hot_standby".to_string(), "on".to_string()),
+        ("wal_log_hints".to_string(), "on".to_string()),
+        ("recovery_target_timeline".to_string(), "latest".to_string()),
+        (
+            "synchronous_standby_names".to_string(),
+            instance.synchronous_standby_names.clone(),
+        ),
+    ]);
+    if let Some(upstream) = &instance.upstream {
+        let conninfo = [
+            ("host", upstream.host.as_str()),
+            ("port", &upstream.port.to_string()),
+            ("user", names::REPLICATION_USER),
+            ("passfile", &upstream.passfile),
+            ("application_name", &instance.name),
+        ]
+        .iter()
+        .map(|(key, value)| format!("{key}={}", conninfo_value(value)))
+        .collect::<Vec<_>>()
+        .join(" ");
+        out.insert("primary_conninfo".to_string(), conninfo);
+        out.insert("primary_slot_name".to_string(), slot_name(&instance.name));
+    }
+    out
+}
+
+/// A libpq connection-string value, quoted when it has to be.
+fn conninfo_value(value: &str) -> String {
+    if !value.is_empty() && !value.contains([' ', '\'', '\\']) {
+        return value.to_string();
+    }
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica() -> InstanceSettings {
+        InstanceSettings {
+            name: "db-2".into(),
+            listen_address: "127.0.0.2".into(),
+            port: 5432,
+            socket_dir: "/run/pgha".into(),
+            synchronous_standby_names: String::new(),
+            upstream: Some(Upstream {
+                host: "db-1.ns".into(),
+                port: 5433,
+                passfile: "/run/pgha/my pass".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn replica_streams_from_its_upstream_under_its_own_name_and_slot() {
+        let p = instance_parameters(&replica());
+        assert_eq!(
+            p["primary_conninfo"],
+            "host=db-1.ns port=5433 user=streaming_replica passfile='/run/pgha/my pass' application_name=db-2"
+        );
+        assert_eq!(p["primary_slot_name"], "pgha_db_2");
+        assert_eq!(p["cluster_name"], "db-2");
+        assert_eq!(p["recovery_target_timeline"], "latest");
+    }
+
+    #[test]
+    fn primary_has_no_upstream() {
+        let mut settings = replica();
+        settings.upstream = None;
+        let p = instance_parameters(&settings);
+        assert!(!p.contains_key("primary_conninfo"));
+        assert!(!p.contains_key("primary_slot_name"));
+    }
+
+    #[test]
+    fn conninfo_values_are_quoted_when_needed() {
+        assert_eq!(conninfo_value("plain"), "plain");
+        assert_eq!(conninfo_value(""), "''");
+        assert_eq!(conninfo_value(r"it's a\b"), r"'it\'s a\\b'");
+    }
+
+    #[test]
+    fn every_instance_setting_is_owned() {
+        // A user parameter may never shadow what the agent sets per instance.
+        for name in instance_parameters(&replica()).keys() {
+            assert!(
+                OWNED_PARAMETERS.iter().any(|(owned, _)| owned == name),
+                "{name} is set by the agent but not in OWNED_PARAMETERS"
+            );
+        }
+    }
+
+    #[test]
+    fn ident_maps_the_agent_user_to_the_superuser() {
+        assert!(render_ident("root").contains("pgha-agent root postgres"));
+        assert!(
+            render_hba(&[])
+                .unwrap()
+                .contains("local all postgres peer map=pgha-agent")
+        );
+    }
 }

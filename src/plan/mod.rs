@@ -4,3 +4,4 @@
 pub mod children;
 pub mod config;
 pub mod names;
+pub mod restart;

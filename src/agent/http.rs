@@ -1,0 +1,38 @@
+//! The agent's read-only HTTP endpoint: `/status` (JSON), `/healthz` and `/readyz`. Nothing
+//! here changes state; orders come from the Kubernetes API, never from this port.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+
+use super::Agent;
+use super::status::Status;
+
+pub fn router(agent: Arc<Agent>) -> Router {
+    Router::new()
+        .route("/status", get(status))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(agent)
+}
+
+/// Serves until the listener fails.
+pub async fn serve(agent: Arc<Agent>, listener: TcpListener) -> std::io::Result<()> {
+    axum::serve(listener, router(agent)).await
+}
+
+async fn status(State(agent): State<Arc<Agent>>) -> Json<Status> {
+    Json(agent.status().await)
+}
+
+async fn ready(State(agent): State<Arc<Agent>>) -> (StatusCode, &'static str) {
+    if agent.status().await.ready {
+        (StatusCode::OK, "ready")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}

@@ -1,0 +1,88 @@
+//! Connections to the local instance: the superuser over the Unix socket, authenticated by
+//! the agent's OS user (peer), so no password is needed or sent.
+
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls};
+
+use super::error::{AgentError, Result};
+use super::settings::Settings;
+use crate::plan::names;
+
+pub async fn connect(settings: &Settings) -> Result<Client> {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host_path(&settings.run_dir)
+        .port(settings.port)
+        .user(names::SUPERUSER)
+        .dbname("postgres")
+        .application_name("pgha-agent")
+        // Maintenance must not wait for a synchronous standby that may be gone.
+        .options("-c synchronous_commit=local -c statement_timeout=30s")
+        .connect_timeout(Duration::from_secs(1))
+        .connect(NoTls)
+        .await
+        .map_err(AgentError::sql("connecting to the local instance"))?;
+    tokio::spawn(async move {
+        // Ends when the client is dropped or the server goes away; either is reported by the
+        // next query on the client.
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Waits until the instance accepts connections; gives up early if `alive` says the
+/// postmaster is gone.
+pub async fn wait_ready(
+    settings: &Settings,
+    timeout: Duration,
+    alive: impl Fn() -> bool,
+) -> Result<Client> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match connect(settings).await {
+            Ok(client) => return Ok(client),
+            Err(e) if Instant::now() >= deadline => {
+                tracing::warn!(error = %e, "instance not ready");
+                return Err(AgentError::NotReady(timeout));
+            }
+            Err(_) if !alive() => {
+                return Err(AgentError::Exited("while starting".into()));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Quotes an identifier for SQL.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Quotes a string literal for SQL.
+pub fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
+}
+
+/// An LSN from its text form `X/Y`.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsns_parse_from_text() {
+        assert_eq!(parse_lsn("0/3000060"), Some(0x3000060));
+        assert_eq!(parse_lsn("1/0"), Some(1 << 32));
+        assert_eq!(parse_lsn("nope"), None);
+    }
+
+    #[test]
+    fn quoting_doubles_the_quote() {
+        assert_eq!(ident(r#"a"b"#), r#""a""b""#);
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+}

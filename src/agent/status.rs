@@ -1,0 +1,208 @@
+//! What the agent reports: read from Postgres's own views, never changing anything.
+
+use serde::Serialize;
+use tokio_postgres::Client;
+
+use super::error::{AgentError, Result};
+use super::postmaster::PostmasterStatus;
+use super::sql::parse_lsn;
+use crate::api::instance::InstanceRole;
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub name: String,
+    pub role: InstanceRole,
+    /// Accepting the connections its role should accept.
+    pub ready: bool,
+    pub postmaster: PostmasterStatus,
+    #[serde(flatten)]
+    pub server: Option<ServerStatus>,
+    /// The last operation that failed, and why.
+    pub last_error: Option<String>,
+    /// Things the agent did that someone should know about (a re-clone, a folder kept aside).
+    pub notes: Vec<String>,
+}
+
+/// What a running server says about itself.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerStatus {
+    pub in_recovery: bool,
+    pub timeline: Option<u32>,
+    pub system_identifier: String,
+    /// The primary's insert position.
+    pub current_lsn: Option<String>,
+    pub received_lsn: Option<String>,
+    pub replayed_lsn: Option<String>,
+    pub lag_bytes: Option<u64>,
+    pub lag_seconds: Option<f64>,
+    pub upstream: Option<Upstream>,
+    pub standbys: Vec<Standby>,
+    pub slots: Vec<Slot>,
+    /// Parameters whose new value waits for a restart.
+    pub pending_restart: Vec<String>,
+}
+
+/// A replica's WAL receiver.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Upstream {
+    pub status: String,
+    pub host: Option<String>,
+    pub port: Option<i32>,
+    pub received_timeline: Option<u32>,
+}
+
+/// A standby connected to this server.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Standby {
+    pub name: String,
+    pub address: Option<String>,
+    pub state: Option<String>,
+    pub sent_lsn: Option<String>,
+    pub flush_lsn: Option<String>,
+    pub replay_lsn: Option<String>,
+    pub sync_state: Option<String>,
+    pub lag_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Slot {
+    pub name: String,
+    pub active: bool,
+    pub restart_lsn: Option<String>,
+}
+
+const SERVER: &str = "SELECT pg_is_in_recovery(),
+        (SELECT system_identifier::text FROM pg_control_system()),
+        ARRAY(SELECT name FROM pg_settings WHERE pending_restart ORDER BY name)";
+const PRIMARY: &str = "SELECT pg_current_wal_lsn()::text,
+        ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int";
+const REPLICA: &str = "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
+        CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0
+             ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8 END,
+        (SELECT timeline_id FROM pg_control_checkpoint())";
+const RECEIVER: &str = "SELECT status, sender_host, sender_port, received_tli, latest_end_lsn::text
+        FROM pg_stat_wal_receiver";
+const STANDBYS: &str = "SELECT application_name, client_addr::text, state, sent_lsn::text,
+        flush_lsn::text, replay_lsn::text, sync_state,
+        CASE WHEN pg_is_in_recovery() THEN NULL
+             ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint END
+        FROM pg_stat_replication ORDER BY application_name";
+const SLOTS: &str = "SELECT slot_name::text, active, restart_lsn::text
+        FROM pg_replication_slots WHERE slot_type = 'physical' ORDER BY slot_name";
+
+pub async fn server(client: &Client) -> Result<ServerStatus> {
+    let q = AgentError::sql("reading status");
+    let row = client.query_one(SERVER, &[]).await.map_err(q)?;
+    let mut status = ServerStatus {
+        in_recovery: row.get(0),
+        timeline: None,
+        system_identifier: row.get(1),
+        current_lsn: None,
+        received_lsn: None,
+        replayed_lsn: None,
+        lag_bytes: None,
+        lag_seconds: None,
+        upstream: None,
+        standbys: standbys(client).await?,
+        slots: slots(client).await?,
+        pending_restart: row.get(2),
+    };
+    if status.in_recovery {
+        replica(client, &mut status).await?;
+    } else {
+        let row = client
+            .query_one(PRIMARY, &[])
+            .await
+            .map_err(AgentError::sql("reading the primary's position"))?;
+        status.current_lsn = row.get(0);
+        status.timeline = row
+            .get::<_, Option<i32>>(1)
+            .and_then(|t| u32::try_from(t).ok());
+    }
+    Ok(status)
+}
+
+async fn replica(client: &Client, status: &mut ServerStatus) -> Result<()> {
+    let row = client
+        .query_one(REPLICA, &[])
+        .await
+        .map_err(AgentError::sql("reading the replica's position"))?;
+    status.received_lsn = row.get(0);
+    status.replayed_lsn = row.get(1);
+    status.lag_seconds = row.get(2);
+    let checkpoint_timeline: Option<i32> = row.get(3);
+    let receiver = client
+        .query_opt(RECEIVER, &[])
+        .await
+        .map_err(AgentError::sql("reading the WAL receiver"))?;
+    let replayed = status.replayed_lsn.as_deref().and_then(parse_lsn);
+    let mut ahead = status.received_lsn.as_deref().and_then(parse_lsn);
+    if let Some(row) = receiver {
+        let received_timeline = row
+            .get::<_, Option<i32>>(3)
+            .and_then(|t| u32::try_from(t).ok());
+        // The sender's end of WAL, as last reported: lag counts what is not even received yet.
+        let sender_end = row
+            .get::<_, Option<String>>(4)
+            .as_deref()
+            .and_then(parse_lsn);
+        ahead = ahead.max(sender_end);
+        status.timeline = received_timeline;
+        status.upstream = Some(Upstream {
+            status: row.get(0),
+            host: row.get(1),
+            port: row.get(2),
+            received_timeline,
+        });
+    }
+    if status.timeline.is_none() {
+        status.timeline = checkpoint_timeline.and_then(|t| u32::try_from(t).ok());
+    }
+    status.lag_bytes = match (ahead, replayed) {
+        (Some(ahead), Some(replayed)) => Some(ahead.saturating_sub(replayed)),
+        _ => None,
+    };
+    Ok(())
+}
+
+async fn standbys(client: &Client) -> Result<Vec<Standby>> {
+    let rows = client
+        .query(STANDBYS, &[])
+        .await
+        .map_err(AgentError::sql("reading connected standbys"))?;
+    Ok(rows
+        .iter()
+        .map(|row| Standby {
+            name: row.get(0),
+            address: row.get(1),
+            state: row.get(2),
+            sent_lsn: row.get(3),
+            flush_lsn: row.get(4),
+            replay_lsn: row.get(5),
+            sync_state: row.get(6),
+            lag_bytes: row
+                .get::<_, Option<i64>>(7)
+                .and_then(|b| u64::try_from(b).ok()),
+        })
+        .collect())
+}
+
+async fn slots(client: &Client) -> Result<Vec<Slot>> {
+    let rows = client
+        .query(SLOTS, &[])
+        .await
+        .map_err(AgentError::sql("reading replication slots"))?;
+    Ok(rows
+        .iter()
+        .map(|row| Slot {
+            name: row.get(0),
+            active: row.get(1),
+            restart_lsn: row.get(2),
+        })
+        .collect())
+}

@@ -1,0 +1,188 @@
+//! Real Postgres instances on loopback for the agent tests: each instance has its own
+//! 127.x.y.z address, its own folder in a temporary directory and its own agent.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use pgha::agent::{
+    Agent, Credentials, Desired, Endpoint, PostgresConfig, RunAs, Secret, Settings, Timeouts, pgbin,
+};
+use tempfile::TempDir;
+use tokio_postgres::{Client, NoTls};
+
+pub const SUPERUSER_PASSWORD: &str = "su-pass:with\\odd chars";
+
+pub fn credentials() -> Credentials {
+    Credentials {
+        superuser: Secret::new(SUPERUSER_PASSWORD),
+        replication: Secret::new("repl-pass"),
+        app: Some(pgha::agent::settings::AppUser {
+            user: "app".into(),
+            password: Secret::new("app-pass"),
+            database: "app".into(),
+        }),
+    }
+}
+
+/// A folder for one test's instances, readable by the Postgres user.
+pub struct Workspace {
+    pub dir: TempDir,
+    subnet: u8,
+    members: Vec<String>,
+}
+
+static SUBNET: AtomicU8 = AtomicU8::new(1);
+
+impl Workspace {
+    /// `members` are the instance names this test will use (the primary keeps slots for them).
+    pub fn new(members: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        Self {
+            dir,
+            subnet: SUBNET.fetch_add(1, Ordering::SeqCst),
+            members: members.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    pub fn config(&self) -> PostgresConfig {
+        PostgresConfig {
+            members: self.members.clone(),
+            ..PostgresConfig::default()
+        }
+    }
+
+    /// The address of the instance with this name.
+    pub fn endpoint(&self, name: &str) -> Endpoint {
+        let ordinal = self.members.iter().position(|m| m == name).unwrap() + 1;
+        let pid_octet = (std::process::id() % 200) as u8 + 20;
+        Endpoint {
+            host: format!("127.{pid_octet}.{}.{ordinal}", self.subnet),
+            port: 5432,
+        }
+    }
+
+    pub fn settings(&self, name: &str) -> Settings {
+        let home = self.dir.path().join(name);
+        let run_as = nix::unistd::geteuid()
+            .is_root()
+            .then(|| RunAs::user("postgres").expect("a 'postgres' user to run Postgres as"));
+        std::fs::create_dir_all(&home).unwrap();
+        if let Some(user) = &run_as {
+            std::os::unix::fs::chown(&home, Some(user.uid.as_raw()), Some(user.gid.as_raw()))
+                .unwrap();
+        }
+        Settings {
+            name: name.to_string(),
+            data_dir: home.join("pgdata"),
+            run_dir: home.join("run"),
+            listen_address: self.endpoint(name).host,
+            port: 5432,
+            bin_dir: pgbin::find_bin_dir().expect("PostgreSQL binaries (set PGHA_PG_BIN)"),
+            run_as,
+            log_file: Some(home.join("postgres.log")),
+            timeouts: Timeouts {
+                start: Duration::from_secs(60),
+                ..Timeouts::default()
+            },
+        }
+    }
+
+    /// An agent for `name`, bootstrapped and started in the given role.
+    pub async fn start(&self, name: &str, desired: Desired) -> Arc<Agent> {
+        let agent = Agent::new(self.settings(name), credentials(), desired, self.config());
+        agent
+            .bootstrap()
+            .await
+            .unwrap_or_else(|e| panic!("bootstrap {name}: {e}\n{}", self.log(name)));
+        agent
+            .start()
+            .await
+            .unwrap_or_else(|e| panic!("start {name}: {e}\n{}", self.log(name)));
+        Arc::new(agent)
+    }
+
+    pub fn log(&self, name: &str) -> String {
+        let path: PathBuf = self.dir.path().join(name).join("postgres.log");
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
+    /// A client connected over TCP with the superuser's password, as an application would.
+    pub async fn client(&self, name: &str) -> Client {
+        try_client(&self.endpoint(name)).await.unwrap()
+    }
+}
+
+pub async fn try_client(at: &Endpoint) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host(&at.host)
+        .port(at.port)
+        .user("postgres")
+        .password(SUPERUSER_PASSWORD)
+        .dbname("app")
+        .connect_timeout(Duration::from_secs(2))
+        .connect(NoTls)
+        .await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// Polls `check` until it returns `Some`, or panics after `within` with `what`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A digest of a table's rows in id order, to compare contents across instances.
+pub async fn digest(client: &Client, table: &str) -> String {
+    client
+        .query_one(
+            &format!(
+                "SELECT coalesce(md5(string_agg(t::text, ',' ORDER BY id)), '') FROM {table} t"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Waits until `name` has a row with this id in table `t`.
+pub async fn wait_for_row(ws: &Workspace, name: &str, id: i32) {
+    let at = ws.endpoint(name);
+    eventually(
+        Duration::from_secs(20),
+        &format!("row {id} on {name}"),
+        || {
+            let at = at.clone();
+            async move {
+                let client = try_client(&at).await.ok()?;
+                let rows = client
+                    .query("SELECT 1 FROM t WHERE id = $1", &[&id])
+                    .await
+                    .ok()?;
+                (!rows.is_empty()).then_some(())
+            }
+        },
+    )
+    .await;
+}

@@ -1,0 +1,7 @@
+//! The instance agent against real Postgres processes on loopback (issue 4).
+
+mod cluster;
+mod config;
+mod fencing;
+mod replication;
+mod supervision;
