@@ -2,40 +2,11 @@
 //! `user.conf` (defaults and the user's parameters) and then `operator.conf` (what the agent
 //! owns); a later setting wins, so no user parameter can override the operator's.
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
-
 use super::error::Result;
 use super::files;
 use super::settings::Settings;
+use crate::plan::agent::{Endpoint, PostgresConfig};
 use crate::plan::config::{self, InstanceSettings, Upstream};
-
-/// The cluster-wide configuration an instance is given (what the cluster's ConfigMap holds).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct PostgresConfig {
-    /// `spec.postgresql.parameters`, before defaults are applied.
-    pub parameters: BTreeMap<String, String>,
-    /// `spec.postgresql.pgHba`.
-    pub pg_hba: Vec<String>,
-    pub synchronous_standby_names: String,
-    /// The other instances; a primary keeps a replication slot for each.
-    pub members: Vec<String>,
-}
-
-/// Where a primary can be reached.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Endpoint {
-    pub host: String,
-    pub port: u16,
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.host, self.port)
-    }
-}
 
 /// The rendered files, checked before anything is written.
 pub struct Rendered {

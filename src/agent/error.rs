@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::plan::agent::OrdersError;
 use crate::plan::config::ConfigError;
 
 #[derive(Debug, Error)]
@@ -28,6 +29,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Orders(#[from] OrdersError),
     #[error("postgres did not accept connections within {0:?}; see its log")]
     NotReady(Duration),
     #[error("the postmaster exited {0}; see its log")]

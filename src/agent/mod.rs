@@ -10,6 +10,7 @@ pub mod http;
 pub mod pgbin;
 pub mod postmaster;
 mod roles;
+pub mod run;
 pub mod settings;
 mod sql;
 pub mod status;
@@ -17,8 +18,8 @@ pub mod status;
 use std::sync::Mutex;
 
 use crate::api::instance::InstanceRole;
+pub use crate::plan::agent::{Endpoint, PostgresConfig};
 pub use bootstrap::Bootstrapped;
-pub use conf::{Endpoint, PostgresConfig};
 pub use error::{AgentError, Result};
 use postmaster::{Postmaster, RunState};
 pub use roles::Rejoined;
@@ -52,6 +53,8 @@ pub struct Agent {
 
 struct State {
     desired: Desired,
+    /// Set once a start has finished (roles, slots); until then the instance is not ready.
+    serving: bool,
     config: PostgresConfig,
     last_error: Option<String>,
     notes: Vec<String>,
@@ -79,6 +82,7 @@ impl Agent {
             ops: tokio::sync::Mutex::new(()),
             state: Mutex::new(State {
                 desired,
+                serving: false,
                 config,
                 last_error: None,
                 notes: Vec::new(),
@@ -88,6 +92,20 @@ impl Agent {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// The role the agent holds (or is bringing the instance to).
+    pub fn desired(&self) -> Desired {
+        self.lock().desired.clone()
+    }
+
+    /// The configuration last applied.
+    pub fn config(&self) -> PostgresConfig {
+        self.lock().config.clone()
+    }
+
+    pub fn is_fenced(&self) -> bool {
+        self.postmaster.status().fenced
     }
 
     /// The running postmaster's PID.
@@ -152,10 +170,11 @@ impl Agent {
     /// Everything the agent knows, read fresh from Postgres when it runs.
     pub async fn status(&self) -> Status {
         let postmaster = self.postmaster.status();
-        let (desired, last_error, notes) = {
+        let (desired, serving, last_error, notes) = {
             let state = self.lock();
             (
                 state.desired.clone(),
+                state.serving,
                 state.last_error.clone(),
                 state.notes.clone(),
             )
@@ -187,7 +206,8 @@ impl Agent {
                 } else {
                     InstanceRole::Primary
                 };
-                status.ready = server.in_recovery == matches!(desired, Desired::Replica(_));
+                status.ready =
+                    serving && server.in_recovery == matches!(desired, Desired::Replica(_));
                 status.server = Some(server);
             }
             Err(e) => {
@@ -219,7 +239,8 @@ impl Agent {
 
     async fn start_locked(&self) -> Result<()> {
         let (config, desired) = {
-            let state = self.lock();
+            let mut state = self.lock();
+            state.serving = false;
             (state.config.clone(), state.desired.clone())
         };
         files::ensure_dir(&self.settings.run_dir, 0o700, self.settings.run_as.as_ref())?;
@@ -239,6 +260,7 @@ impl Agent {
             roles::ensure_roles(&client, &self.credentials).await?;
             roles::ensure_slots(&client, &self.settings.name, &config.members).await?;
         }
+        self.lock().serving = true;
         Ok(())
     }
 }

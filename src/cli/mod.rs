@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod agent;
 mod crd;
 mod validate;
 
@@ -23,6 +24,8 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Run the instance agent: PID 1 of a Postgres pod.
+    Agent(Box<agent::AgentArgs>),
     /// Check a PgCluster manifest offline with the checks the operator runs before planning.
     Validate {
         /// The YAML file with a PgCluster.
@@ -36,5 +39,6 @@ pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Crd { out_dir } => crd::run(out_dir.as_deref()),
         Command::Validate { file } => validate::run(&file),
+        Command::Agent(args) => agent::run(*args),
     }
 }

@@ -1,6 +1,7 @@
 //! Pure decisions: functions of the spec and of observations, with time as a parameter.
 //! Nothing here reads the network, the disk, the environment or the clock.
 
+pub mod agent;
 pub mod children;
 pub mod config;
 pub mod names;

@@ -119,6 +119,26 @@ impl Workspace {
     }
 }
 
+impl Drop for Workspace {
+    /// A test that fails leaves its postmasters behind (nothing stops them once the runtime
+    /// is gone): kill every process started on this workspace's folders.
+    fn drop(&mut self) {
+        let marker = self.dir.path().to_string_lossy().into_owned();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains(&marker) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 pub async fn try_client(at: &Endpoint) -> Result<Client, tokio_postgres::Error> {
     let (client, connection) = tokio_postgres::Config::new()
         .host(&at.host)

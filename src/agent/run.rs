@@ -1,0 +1,131 @@
+//! The agent's main loop, as `pgha agent` runs it: bring the instance up, then carry out
+//! orders one step at a time until SIGTERM, which stops Postgres cleanly.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use tokio::signal::unix::{SignalKind, signal};
+
+use super::error::{AgentError, Result};
+use super::{Agent, Desired};
+use crate::plan::agent::{Current, Orders, Step, next_step};
+
+/// Where orders come from: a file (JSON or YAML) re-read every `poll`.
+pub struct OrdersFile {
+    pub path: PathBuf,
+    pub poll: Duration,
+}
+
+impl OrdersFile {
+    pub fn read(&self) -> Result<Orders> {
+        read_orders(&self.path)
+    }
+}
+
+pub fn read_orders(path: &Path) -> Result<Orders> {
+    let text =
+        std::fs::read_to_string(path).map_err(AgentError::io("reading orders from", path))?;
+    let orders: Orders = serde_saphyr::from_str(&text)
+        .map_err(|e| AgentError::Refused(format!("orders in {}: {e}", path.display())))?;
+    desired(&orders)?;
+    Ok(orders)
+}
+
+/// The role orders ask for.
+pub fn desired(orders: &Orders) -> Result<Desired> {
+    Ok(match orders.upstream()? {
+        None => Desired::Primary,
+        Some(primary) => Desired::Replica(primary.clone()),
+    })
+}
+
+/// Runs until SIGTERM or SIGINT; then stops Postgres (smart, then fast) and returns.
+pub async fn run(agent: Arc<Agent>, orders: OrdersFile) -> Result<()> {
+    let mut term =
+        signal(SignalKind::terminate()).map_err(AgentError::io("listening for", "SIGTERM"))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(AgentError::io("listening for", "SIGINT"))?;
+    let work = async {
+        let first = orders.read()?;
+        bring_up(&agent, &first).await;
+        loop {
+            tokio::time::sleep(orders.poll).await;
+            match orders.read() {
+                Ok(wanted) => step(&agent, &wanted).await,
+                Err(e) => {
+                    tracing::error!(error = %e, "orders unreadable; keeping the current state")
+                }
+            }
+        }
+    };
+    tokio::select! {
+        result = work => result,
+        _ = term.recv() => shutdown(&agent, "SIGTERM").await,
+        _ = int.recv() => shutdown(&agent, "SIGINT").await,
+    }
+}
+
+async fn shutdown(agent: &Agent, signal: &str) -> Result<()> {
+    tracing::info!(signal, "stopping Postgres");
+    agent.stop().await
+}
+
+/// Bootstraps and starts the instance (or fences it), retrying with back-off: a replica may
+/// be started before its primary accepts connections.
+async fn bring_up(agent: &Agent, orders: &Orders) {
+    let attempt = || async {
+        if orders.fenced {
+            return agent.fence().await.map(drop);
+        }
+        agent.bootstrap().await?;
+        agent.start().await
+    };
+    let _ = attempt
+        .retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(500))
+                .with_max_delay(Duration::from_secs(30))
+                .without_max_times(),
+        )
+        .notify(|e, wait| tracing::warn!(error = %e, ?wait, "bringing the instance up failed; retrying"))
+        .await;
+}
+
+/// Carries out the one step the orders call for; errors are logged and kept in the status,
+/// and the next poll tries again.
+async fn step(agent: &Agent, orders: &Orders) {
+    let (desired, config, fenced) = (agent.desired(), agent.config(), agent.is_fenced());
+    let upstream = match &desired {
+        Desired::Primary => None,
+        Desired::Replica(primary) => Some(primary),
+    };
+    let current = Current {
+        upstream,
+        fenced,
+        config: &config,
+    };
+    let step = match next_step(orders, &current) {
+        Ok(step) => step,
+        Err(e) => {
+            tracing::error!(error = %e, "orders refused");
+            return;
+        }
+    };
+    if step != Step::Nothing {
+        tracing::info!(?step, instance = %agent.settings().name, "carrying out orders");
+    }
+    let result = match step {
+        Step::Nothing => Ok(()),
+        Step::Fence => agent.fence().await.map(drop),
+        Step::Unfence => agent.unfence().await,
+        Step::ApplyConfig => agent.apply_config(orders.config.clone()).await.map(drop),
+        Step::Promote => agent.promote().await.map(drop),
+        Step::Follow(primary) => agent.follow(primary).await,
+        Step::Rejoin(primary) => agent.rejoin(primary).await.map(drop),
+    };
+    if let Err(e) = result {
+        tracing::error!(error = %e, "step failed; retrying at the next poll");
+    }
+}

@@ -1,0 +1,212 @@
+//! The agent's next step: what it is told (orders) against what it is, one step at a time.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The cluster-wide configuration an instance is given (what the cluster's ConfigMap holds).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PostgresConfig {
+    /// `spec.postgresql.parameters`, before defaults are applied.
+    pub parameters: BTreeMap<String, String>,
+    /// `spec.postgresql.pgHba`.
+    pub pg_hba: Vec<String>,
+    pub synchronous_standby_names: String,
+    /// The other instances; a primary keeps a replication slot for each.
+    pub members: Vec<String>,
+}
+
+/// Where a primary can be reached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// What the agent is told to be. Today it comes from a file; the controller issue writes it
+/// from the PgInstance and PgCluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Orders {
+    pub role: OrderedRole,
+    /// The primary to follow; required for a replica.
+    #[serde(default)]
+    pub primary: Option<Endpoint>,
+    #[serde(default)]
+    pub fenced: bool,
+    #[serde(default)]
+    pub config: PostgresConfig,
+}
+
+impl Orders {
+    /// The primary to follow, `None` for a primary.
+    pub fn upstream(&self) -> Result<Option<&Endpoint>, OrdersError> {
+        match self.role {
+            OrderedRole::Primary => Ok(None),
+            OrderedRole::Replica => self
+                .primary
+                .as_ref()
+                .map(Some)
+                .ok_or(OrdersError::ReplicaWithoutPrimary),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OrderedRole {
+    Primary,
+    Replica,
+}
+
+/// What the agent is now, as far as orders are concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Current<'a> {
+    /// `None` for a primary, else the primary it follows.
+    pub upstream: Option<&'a Endpoint>,
+    pub fenced: bool,
+    pub config: &'a PostgresConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    Fence,
+    Unfence,
+    ApplyConfig,
+    Promote,
+    Follow(Endpoint),
+    /// Was a primary (or diverged): rewind or re-clone, then follow.
+    Rejoin(Endpoint),
+    Nothing,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OrdersError {
+    #[error("orders: role is replica but no primary is given; set primary: {{host, port}}")]
+    ReplicaWithoutPrimary,
+}
+
+/// The one step that brings the agent closer to its orders. Fencing comes first (it is the
+/// safety rule), a fenced agent does nothing else, and configuration is applied before a role
+/// change so the new role starts with it.
+pub fn next_step(orders: &Orders, current: &Current<'_>) -> Result<Step, OrdersError> {
+    let wanted_upstream = orders.upstream()?;
+    Ok(match (orders.fenced, current.fenced) {
+        (true, false) => Step::Fence,
+        (true, true) => Step::Nothing,
+        (false, true) => Step::Unfence,
+        (false, false) if &orders.config != current.config => Step::ApplyConfig,
+        (false, false) => match (wanted_upstream, current.upstream) {
+            (None, None) => Step::Nothing,
+            (None, Some(_)) => Step::Promote,
+            (Some(primary), None) => Step::Rejoin(primary.clone()),
+            (Some(primary), Some(now)) if primary != now => Step::Follow(primary.clone()),
+            (Some(_), Some(_)) => Step::Nothing,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint(host: &str) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            port: 5432,
+        }
+    }
+
+    fn orders(role: OrderedRole, primary: Option<&str>, fenced: bool) -> Orders {
+        Orders {
+            role,
+            primary: primary.map(endpoint),
+            fenced,
+            config: PostgresConfig::default(),
+        }
+    }
+
+    #[test]
+    fn every_combination_has_one_step() {
+        use OrderedRole::*;
+        let config = PostgresConfig::default();
+        let (a, b) = (endpoint("a"), endpoint("b"));
+        let cases = [
+            // ordered role, primary, fenced | current upstream, fenced | step
+            (Primary, None, false, None, false, Step::Nothing),
+            (Primary, None, false, Some(&a), false, Step::Promote),
+            (
+                Replica,
+                Some("a"),
+                false,
+                None,
+                false,
+                Step::Rejoin(a.clone()),
+            ),
+            (Replica, Some("a"), false, Some(&a), false, Step::Nothing),
+            (
+                Replica,
+                Some("b"),
+                false,
+                Some(&a),
+                false,
+                Step::Follow(b.clone()),
+            ),
+            (Primary, None, true, None, false, Step::Fence),
+            (Replica, Some("a"), true, Some(&a), false, Step::Fence),
+            (Primary, None, true, None, true, Step::Nothing),
+            (Primary, None, false, None, true, Step::Unfence),
+            (Replica, Some("b"), false, Some(&a), true, Step::Unfence),
+        ];
+        for (role, primary, fenced, upstream, is_fenced, step) in cases {
+            let current = Current {
+                upstream,
+                fenced: is_fenced,
+                config: &config,
+            };
+            assert_eq!(
+                next_step(&orders(role, primary, fenced), &current).unwrap(),
+                step,
+                "{role:?} {primary:?} fenced={fenced} / {upstream:?} fenced={is_fenced}"
+            );
+        }
+    }
+
+    #[test]
+    fn configuration_goes_before_a_role_change_but_after_fencing() {
+        let mut wanted = orders(OrderedRole::Primary, None, false);
+        wanted
+            .config
+            .parameters
+            .insert("work_mem".into(), "8MB".into());
+        let old = PostgresConfig::default();
+        let a = endpoint("a");
+        let current = Current {
+            upstream: Some(&a),
+            fenced: false,
+            config: &old,
+        };
+        assert_eq!(next_step(&wanted, &current).unwrap(), Step::ApplyConfig);
+        wanted.fenced = true;
+        assert_eq!(next_step(&wanted, &current).unwrap(), Step::Fence);
+    }
+
+    #[test]
+    fn a_replica_needs_a_primary() {
+        let config = PostgresConfig::default();
+        let current = Current {
+            upstream: None,
+            fenced: false,
+            config: &config,
+        };
+        let err = next_step(&orders(OrderedRole::Replica, None, false), &current).unwrap_err();
+        assert!(err.to_string().contains("set primary"));
+    }
+}

@@ -1,0 +1,141 @@
+//! `pgha agent` as a process: orders from a file, status over HTTP, SIGTERM stops Postgres
+//! with a shutdown checkpoint.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+use crate::cluster::{Workspace, eventually, wait_for_row};
+
+/// A GET on the agent's status port: (status code, body).
+async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((code, body))
+}
+
+fn write_secrets(dir: &Path) {
+    for (file, value) in [
+        ("superuser/password", crate::cluster::SUPERUSER_PASSWORD),
+        ("replication/password", "repl-pass"),
+        ("app/username", "app"),
+        ("app/password", "app-pass"),
+        ("app/dbname", "app"),
+    ] {
+        let path = dir.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, value).unwrap();
+    }
+}
+
+fn spawn_agent(ws: &Workspace, name: &str, orders: &Path, status_addr: &str) -> Child {
+    let settings = ws.settings(name);
+    let secrets = ws.dir.path().join("secrets");
+    write_secrets(&secrets);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgha"));
+    cmd.arg("agent")
+        .args(["--name", name, "--listen", &settings.listen_address])
+        .arg("--data-dir")
+        .arg(&settings.data_dir)
+        .arg("--run-dir")
+        .arg(&settings.run_dir)
+        .arg("--secrets-dir")
+        .arg(&secrets)
+        .arg("--orders")
+        .arg(orders)
+        .args(["--status-addr", status_addr])
+        .arg("--pg-bin")
+        .arg(&settings.bin_dir)
+        .arg("--log-file")
+        .arg(settings.log_file.as_ref().unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(user) = &settings.run_as {
+        cmd.args(["--run-as", &user.name]);
+    }
+    cmd.spawn().unwrap()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_process_follows_orders_and_shuts_down_cleanly_on_sigterm() {
+    let ws = Workspace::new(&["a"]);
+    let orders = ws.dir.path().join("orders.yaml");
+    std::fs::write(&orders, "role: primary\nconfig:\n  members: [a]\n").unwrap();
+    let status_addr = format!("127.0.0.1:{}", free_port());
+    let mut agent = spawn_agent(&ws, "a", &orders, &status_addr);
+
+    eventually(Duration::from_secs(60), "the agent ready", || async {
+        (get(&status_addr, "/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+    let (code, body) = get(&status_addr, "/status").await.unwrap();
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["role"], "primary");
+    assert_eq!(status["timeline"], 1);
+    assert!(
+        status["systemIdentifier"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{status}"
+    );
+    assert_eq!(get(&status_addr, "/healthz").await.unwrap().0, 200);
+
+    ws.client("a")
+        .await
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+
+    // New orders are picked up: fence, then unfence.
+    std::fs::write(
+        &orders,
+        "role: primary\nfenced: true\nconfig:\n  members: [a]\n",
+    )
+    .unwrap();
+    eventually(Duration::from_secs(10), "fenced", || async {
+        let (code, body) = get(&status_addr, "/status").await?;
+        (code == 200 && body.contains(r#""role":"fenced""#)).then_some(())
+    })
+    .await;
+    assert_eq!(get(&status_addr, "/readyz").await.unwrap().0, 503);
+    std::fs::write(&orders, "role: primary\nconfig:\n  members: [a]\n").unwrap();
+    wait_for_row(&ws, "a", 1).await;
+
+    kill(Pid::from_raw(agent.id().unwrap() as i32), Signal::SIGTERM).unwrap();
+    let exit = tokio::time::timeout(Duration::from_secs(30), agent.wait())
+        .await
+        .expect("the agent exits after SIGTERM")
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+    let settings = ws.settings("a");
+    let control = Command::new(settings.bin_dir.join("pg_controldata"))
+        .arg(&settings.data_dir)
+        .output()
+        .await
+        .unwrap();
+    let control = String::from_utf8_lossy(&control.stdout);
+    assert!(
+        control.contains("Database cluster state:               shut down\n"),
+        "a clean shutdown leaves nothing to recover:\n{control}"
+    );
+}
