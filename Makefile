@@ -1,5 +1,5 @@
 # The two commands a person needs: `make demo` and `make test`.
-.PHONY: test deps fmt-check clippy unit crds demo
+.PHONY: test deps fmt-check clippy unit crds demo bench
 
 CARGO ?= cargo
 
@@ -16,6 +16,10 @@ clippy:
 
 unit:
 	$(CARGO) test
+
+# Benchmarks on real Postgres; they rewrite their section of BENCHMARKS.md.
+bench: deps
+	$(CARGO) bench --bench agent
 
 # Regenerate crds/ from the Rust types (a test fails when they drift).
 crds:

@@ -5,11 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use tokio_postgres::NoTls;
-
 use super::error::{AgentError, Result};
 use super::settings::Settings;
-use super::{Agent, Desired, Endpoint, conf, files, pgbin};
+use super::{Agent, Desired, Endpoint, conf, files, pgbin, sql};
 use crate::plan::{config::slot_name, names};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,19 +69,8 @@ impl Agent {
     }
 
     async fn slot_exists(&self, primary: &Endpoint, slot: &str) -> Result<bool> {
-        let (client, connection) = tokio_postgres::Config::new()
-            .host(&primary.host)
-            .port(primary.port)
-            .user(names::REPLICATION_USER)
-            .password(self.credentials.replication.expose())
-            .dbname("postgres")
-            .connect_timeout(std::time::Duration::from_secs(5))
-            .connect(NoTls)
-            .await
-            .map_err(AgentError::sql(
-                "connecting to the primary as the replication role",
-            ))?;
-        tokio::spawn(connection);
+        let client =
+            sql::connect_replication(primary, self.credentials.replication.expose()).await?;
         let row = client
             .query_opt(
                 "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",

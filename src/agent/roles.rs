@@ -51,6 +51,16 @@ impl Agent {
         // Slots first, so that replicas re-pointed at this primary find theirs at once.
         ensure_slots(&client, &self.settings.name, &config.members).await?;
         reload(&self.settings, &client).await?;
+        // The new timeline reaches the control file only at a checkpoint, and pg_rewind reads
+        // it there; start one now without making the caller wait for it.
+        let settings = self.settings.clone();
+        tokio::spawn(async move {
+            if let Ok(client) = sql::connect(&settings).await
+                && let Err(e) = client.batch_execute("CHECKPOINT").await
+            {
+                tracing::warn!(error = %e, "checkpoint after promotion failed");
+            }
+        });
         let timeline: i32 = client
             .query_one(
                 "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int",
@@ -118,6 +128,7 @@ impl Agent {
     }
 
     async fn rewind(&self, primary: &Endpoint) -> Result<()> {
+        checkpoint_source(primary, self.credentials.replication.expose()).await?;
         let source = format!(
             "host={} port={} user={} dbname=postgres passfile={}",
             primary.host,
@@ -160,6 +171,24 @@ impl Agent {
         self.postmaster.unfence().await?;
         let result = self.start_locked().await;
         self.record(result)
+    }
+}
+
+/// pg_rewind reads the source's timeline from its control file, which a just-promoted primary
+/// updates only at its first checkpoint; before that, pg_rewind wrongly finds "no rewind
+/// required" (fixed in PostgreSQL 16). A checkpoint on the source first makes it right.
+async fn checkpoint_source(primary: &Endpoint, password: &str) -> Result<()> {
+    let client = sql::connect_replication(primary, password).await?;
+    match client.batch_execute("CHECKPOINT").await {
+        // Before PostgreSQL 15 there is no pg_checkpoint role; the checkpoint `promote` starts
+        // has to do.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+            tracing::warn!("the replication role may not CHECKPOINT (PostgreSQL < 15)");
+            Ok(())
+        }
+        result => result.map_err(AgentError::sql(
+            "checkpoint on the new primary before pg_rewind",
+        )),
     }
 }
 
@@ -236,6 +265,11 @@ pub(super) async fn ensure_roles(client: &Client, credentials: &Credentials) -> 
             ident(repl)
         ));
     }
+    // CHECKPOINT on a new primary before pg_rewind (see `checkpoint_source`).
+    script.push(format!(
+        "DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'pg_checkpoint') THEN GRANT pg_checkpoint TO {}; END IF; END $$",
+        ident(repl)
+    ));
     if let Some(app) = &credentials.app {
         script.push(create_role_if_missing(&app.user, "LOGIN"));
         script.push(format!(

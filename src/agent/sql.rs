@@ -7,6 +7,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::error::{AgentError, Result};
 use super::settings::Settings;
+use crate::plan::agent::Endpoint;
 use crate::plan::names;
 
 pub async fn connect(settings: &Settings) -> Result<Client> {
@@ -27,6 +28,24 @@ pub async fn connect(settings: &Settings) -> Result<Client> {
         // next query on the client.
         let _ = connection.await;
     });
+    Ok(client)
+}
+
+/// A connection to another instance's `postgres` database as the replication role.
+pub async fn connect_replication(primary: &Endpoint, password: &str) -> Result<Client> {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host(&primary.host)
+        .port(primary.port)
+        .user(names::REPLICATION_USER)
+        .password(password)
+        .dbname("postgres")
+        .connect_timeout(Duration::from_secs(5))
+        .connect(NoTls)
+        .await
+        .map_err(AgentError::sql(
+            "connecting to the primary as the replication role",
+        ))?;
+    tokio::spawn(connection);
     Ok(client)
 }
 

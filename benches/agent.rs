@@ -1,0 +1,254 @@
+//! Agent benchmarks on real Postgres (issue 4): promote latency (call → first write accepted),
+//! follow latency (new primary → replica streaming again), median and max over 20 rotations,
+//! and the time to clone a 1 GB database next to plain `pg_basebackup` in the same run.
+//!
+//! Run: `cargo bench --bench agent` (as root it runs Postgres as `postgres`). Writes the
+//! figures into BENCHMARKS.md between the `agent` markers.
+
+#[allow(dead_code)]
+#[path = "../tests/agent/cluster.rs"]
+mod cluster;
+
+use std::time::{Duration, Instant};
+
+use cluster::{Workspace, try_client};
+use pgha::agent::{Agent, Desired, Endpoint};
+
+const ROTATIONS: usize = 20;
+const CLONE_RUNS: usize = 3;
+/// pgbench scale 64 is about 1.0 GB on disk.
+const SCALE: &str = "64";
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let (promote, follow) = failover_latencies().await;
+    let (ours, peer, size) = clone_times().await;
+    let report = format!(
+        "Command: `cargo bench --bench agent` ({date}, {cpus} cores, PostgreSQL {pg}).\n\n\
+         | measure | runs | median | max |\n|---|---|---|---|\n\
+         | promote: `promote()` called → first write accepted on the new primary | {n} | {pm} | {px} |\n\
+         | follow: new primary up → other replica streaming on the new timeline, no restart | {n} | {fm} | {fx} |\n\n\
+         | clone of a {gb:.2} GB database (pgbench scale {SCALE}) | runs | median | max | MB/s (median) |\n|---|---|---|---|---|\n\
+         | `Agent::bootstrap` as a replica (pg_basebackup + slot) | {cr} | {om} | {ox} | {orate:.0} |\n\
+         | plain `pg_basebackup -X stream -c fast` | {cr} | {bm} | {bx} | {brate:.0} |\n",
+        date = chrono::Utc::now().format("%Y-%m-%d"),
+        cpus = std::thread::available_parallelism().map_or(0, |n| n.get()),
+        pg = pg_version(),
+        n = ROTATIONS,
+        pm = ms(median(&promote)),
+        px = ms(max(&promote)),
+        fm = ms(median(&follow)),
+        fx = ms(max(&follow)),
+        gb = size as f64 / 1e9,
+        cr = CLONE_RUNS,
+        om = secs(median(&ours)),
+        ox = secs(max(&ours)),
+        orate = size as f64 / 1e6 / median(&ours).as_secs_f64(),
+        bm = secs(median(&peer)),
+        bx = secs(max(&peer)),
+        brate = size as f64 / 1e6 / median(&peer).as_secs_f64(),
+    );
+    println!("{report}");
+    write_section(&report);
+}
+
+/// Three instances; each rotation promotes a replica, re-points the other replica at it and
+/// rewinds the old primary into a replica.
+async fn failover_latencies() -> (Vec<Duration>, Vec<Duration>) {
+    let ws = Workspace::new(&["a", "b", "c"]);
+    let a = ws.start("a", Desired::Primary).await;
+    let b = ws.start("b", Desired::Replica(ws.endpoint("a"))).await;
+    let c = ws.start("c", Desired::Replica(ws.endpoint("a"))).await;
+    ws.client("a")
+        .await
+        .batch_execute("CREATE TABLE t (id serial PRIMARY KEY, at timestamptz DEFAULT now())")
+        .await
+        .unwrap();
+    let mut nodes = [("a", a), ("b", b), ("c", c)];
+    let (mut promote, mut follow) = (Vec::new(), Vec::new());
+    for round in 0..ROTATIONS {
+        let (old, new, other) = (&nodes[0], &nodes[1], &nodes[2]);
+        wait_caught_up(&new.1, &old.1).await;
+        wait_caught_up(&other.1, &old.1).await;
+        let at = ws.endpoint(new.0);
+
+        let called = Instant::now();
+        let timeline = new.1.promote().await.unwrap();
+        loop {
+            if let Ok(client) = try_client(&at).await
+                && client
+                    .execute("INSERT INTO t DEFAULT VALUES", &[])
+                    .await
+                    .is_ok()
+            {
+                break;
+            }
+        }
+        promote.push(called.elapsed());
+
+        let up = Instant::now();
+        other.1.follow(at.clone()).await.unwrap();
+        loop {
+            let server = other.1.status().await.server;
+            let streaming = server
+                .and_then(|s| s.upstream)
+                .is_some_and(|u| u.status == "streaming" && u.received_timeline == Some(timeline));
+            if streaming {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        follow.push(up.elapsed());
+
+        old.1.rejoin(at).await.unwrap();
+        println!(
+            "round {round}: promote {:?}, follow {:?}",
+            promote[round], follow[round]
+        );
+        nodes.rotate_left(1);
+    }
+    (promote, follow)
+}
+
+async fn wait_caught_up(replica: &Agent, primary: &Agent) {
+    let target = primary.status().await.server.unwrap().current_lsn;
+    loop {
+        let replayed = replica.status().await.server.and_then(|s| s.replayed_lsn);
+        let lsn = |s: &Option<String>| s.as_deref().map(pg_lsn);
+        if lsn(&replayed) >= lsn(&target) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn pg_lsn(text: &str) -> u64 {
+    let (hi, lo) = text.split_once('/').unwrap();
+    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
+}
+
+/// A ~1 GB primary, cloned alternately by the agent and by plain pg_basebackup.
+async fn clone_times() -> (Vec<Duration>, Vec<Duration>, u64) {
+    let mut names = vec!["src".to_string()];
+    names.extend((0..CLONE_RUNS).map(|i| format!("r{i}")));
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let ws = Workspace::new(&refs);
+    let src = ws.start("src", Desired::Primary).await;
+    let settings = src.settings().clone();
+    let at = ws.endpoint("src");
+    let init = tokio::process::Command::new(settings.bin_dir.join("pgbench"))
+        .args([
+            "-i", "-s", SCALE, "-q", "-h", &at.host, "-U", "postgres", "app",
+        ])
+        .env("PGPASSWORD", cluster::SUPERUSER_PASSWORD)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let size: i64 = ws
+        .client("src")
+        .await
+        .query_one(
+            "SELECT sum(pg_database_size(datname))::bigint FROM pg_database",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+
+    let (mut ours, mut peer) = (Vec::new(), Vec::new());
+    for i in 0..CLONE_RUNS {
+        let name = format!("r{i}");
+        let agent = Agent::new(
+            ws.settings(&name),
+            cluster::credentials(),
+            Desired::Replica(Endpoint {
+                host: at.host.clone(),
+                port: at.port,
+            }),
+            ws.config(),
+        );
+        let started = Instant::now();
+        agent.bootstrap().await.unwrap();
+        ours.push(started.elapsed());
+        std::fs::remove_dir_all(&agent.settings().data_dir).unwrap();
+
+        let target = ws.dir.path().join(format!("plain{i}"));
+        let started = Instant::now();
+        let mut cmd = tokio::process::Command::new(settings.bin_dir.join("pg_basebackup"));
+        cmd.arg("-D")
+            .arg(&target)
+            .args([
+                "-h",
+                &at.host,
+                "-U",
+                "streaming_replica",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+            ])
+            .env("PGPASSWORD", cluster::credentials().replication.expose());
+        let out = cmd.output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        peer.push(started.elapsed());
+        std::fs::remove_dir_all(&target).unwrap();
+        println!(
+            "clone {i}: agent {:?}, pg_basebackup {:?}",
+            ours[i], peer[i]
+        );
+    }
+    (ours, peer, size as u64)
+}
+
+fn pg_version() -> String {
+    let bin = pgha::agent::pgbin::find_bin_dir().unwrap();
+    let out = std::process::Command::new(bin.join("postgres"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .last()
+        .unwrap_or("?")
+        .to_string()
+}
+
+fn median(values: &[Duration]) -> Duration {
+    let mut sorted = values.to_vec();
+    sorted.sort();
+    sorted[sorted.len() / 2]
+}
+
+fn max(values: &[Duration]) -> Duration {
+    values.iter().copied().max().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+/// Replaces the text between the agent markers in BENCHMARKS.md.
+fn write_section(report: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
+    let (start, end) = ("<!-- agent:start -->", "<!-- agent:end -->");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let section = format!("{start}\n{report}{end}");
+    let updated = match (text.find(start), text.find(end)) {
+        (Some(s), Some(e)) => format!("{}{section}{}", &text[..s], &text[e + end.len()..]),
+        _ => format!("{text}\n## Instance agent\n\n{section}\n"),
+    };
+    std::fs::write(path, updated).unwrap();
+}
