@@ -35,15 +35,27 @@ impl Agent {
 
     async fn promote_locked(&self) -> Result<u32> {
         let client = sql::connect(&self.settings).await?;
-        let promoted: bool = client
-            .query_one("SELECT pg_promote(wait => true, wait_seconds => 60)", &[])
+        // pg_promote(wait => true) checks every 100 ms; polling here sees the end sooner.
+        client
+            .execute("SELECT pg_promote(wait => false)", &[])
             .await
-            .map_err(AgentError::sql("promoting"))?
-            .get(0);
-        if !promoted {
-            return Err(AgentError::Refused(
-                "promote: Postgres did not finish promotion within 60 s; see its log".into(),
-            ));
+            .map_err(AgentError::sql("promoting"))?;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let in_recovery: bool = client
+                .query_one("SELECT pg_is_in_recovery()", &[])
+                .await
+                .map_err(AgentError::sql("waiting for the promotion"))?
+                .get(0);
+            if !in_recovery {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(AgentError::Refused(
+                    "promote: Postgres did not finish promotion within 60 s; see its log".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         self.lock().desired = Desired::Primary;
         let config = self.lock().config.clone();
