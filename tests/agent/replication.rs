@@ -14,13 +14,7 @@ async fn replicas_stream_promote_follow_and_the_old_primary_is_rewound() {
     let b = ws.start("b", Desired::Replica(ws.endpoint("a"))).await;
     let c = ws.start("c", Desired::Replica(ws.endpoint("a"))).await;
 
-    let primary = ws.client("a").await;
-    primary
-        .batch_execute(
-            "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'one')",
-        )
-        .await
-        .unwrap();
+    let primary = seed(&ws, "a").await;
     wait_for_row(&ws, "b", 1).await;
     wait_for_row(&ws, "c", 1).await;
 
@@ -98,6 +92,18 @@ async fn replicas_stream_promote_follow_and_the_old_primary_is_rewound() {
     assert_eq!(sa.server.unwrap().timeline, Some(2));
 }
 
+/// Creates table `t` with row 1 on the primary `name`; returns a client connected to it.
+async fn seed(ws: &Workspace, name: &str) -> tokio_postgres::Client {
+    let primary = ws.client(name).await;
+    primary
+        .batch_execute(
+            "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'one')",
+        )
+        .await
+        .unwrap();
+    primary
+}
+
 async fn sa_system_id(agent: &pgha::agent::Agent) -> String {
     agent.status().await.server.unwrap().system_identifier
 }
@@ -107,13 +113,7 @@ async fn without_the_wal_for_rewind_the_old_primary_is_cloned_again_and_kept_asi
     let ws = Workspace::new(&["a", "b"]);
     let a = ws.start("a", Desired::Primary).await;
     let b = ws.start("b", Desired::Replica(ws.endpoint("a"))).await;
-    let primary = ws.client("a").await;
-    primary
-        .batch_execute(
-            "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'one')",
-        )
-        .await
-        .unwrap();
+    let primary = seed(&ws, "a").await;
     wait_for_row(&ws, "b", 1).await;
 
     b.promote().await.unwrap();
