@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use super::error::{AgentError, Result};
-use super::settings::Settings;
 use super::{Agent, Desired, Endpoint, conf, files, pgbin, sql};
 use crate::plan::{config::slot_name, names};
 
@@ -103,7 +102,7 @@ impl Agent {
 }
 
 /// A directory holds a database once `PG_VERSION` is there.
-pub fn is_initialized(data_dir: &Path) -> bool {
+fn is_initialized(data_dir: &Path) -> bool {
     data_dir.join("PG_VERSION").exists()
 }
 
@@ -112,11 +111,4 @@ pub(super) fn sibling(data_dir: &Path, suffix: &str) -> PathBuf {
     let mut name = data_dir.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{suffix}"));
     data_dir.with_file_name(name)
-}
-
-impl Settings {
-    /// Whether the data directory holds a database.
-    pub fn is_initialized(&self) -> bool {
-        is_initialized(&self.data_dir)
-    }
 }

@@ -1,7 +1,7 @@
 //! The agent's main loop, as `pgha agent` runs it: bring the instance up, then carry out
 //! orders one step at a time until SIGTERM, which stops Postgres cleanly.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,17 +20,14 @@ pub struct OrdersFile {
 
 impl OrdersFile {
     pub fn read(&self) -> Result<Orders> {
-        read_orders(&self.path)
+        let path = &self.path;
+        let text =
+            std::fs::read_to_string(path).map_err(AgentError::io("reading orders from", path))?;
+        let orders: Orders = serde_saphyr::from_str(&text)
+            .map_err(|e| AgentError::Refused(format!("orders in {}: {e}", path.display())))?;
+        desired(&orders)?;
+        Ok(orders)
     }
-}
-
-pub fn read_orders(path: &Path) -> Result<Orders> {
-    let text =
-        std::fs::read_to_string(path).map_err(AgentError::io("reading orders from", path))?;
-    let orders: Orders = serde_saphyr::from_str(&text)
-        .map_err(|e| AgentError::Refused(format!("orders in {}: {e}", path.display())))?;
-    desired(&orders)?;
-    Ok(orders)
 }
 
 /// The role orders ask for.
