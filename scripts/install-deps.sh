@@ -31,6 +31,14 @@ if command -v rustup >/dev/null; then
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 fi
 
+# The archive tests run a real S3-compatible server on loopback: s3s-fs, built once into a
+# cache outside the clone (0.14.1: newer releases need a newer rustc than ours).
+s3s_root="${HOME:-/root}/.cache/pgha-tools/s3s-fs"
+if [ ! -x "$s3s_root/bin/s3s-fs" ]; then
+  echo "installing s3s-fs 0.14.1 into $s3s_root (one time, about 2 minutes)" >&2
+  cargo install --quiet s3s-fs --version 0.14.1 --features binary --root "$s3s_root"
+fi
+
 # Postgres refuses to run as root: when the tests run as root, the agent runs it as 'postgres',
 # which the Debian package creates.
 if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then

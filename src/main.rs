@@ -1,9 +1,11 @@
+use std::process::ExitCode;
+
 use clap::Parser;
 
-fn main() {
+fn main() -> ExitCode {
     let cli = pgha::cli::Cli::parse();
-    if let Err(err) = pgha::cli::run(cli) {
+    pgha::cli::run(cli).unwrap_or_else(|err| {
         eprintln!("pgha: {err}");
-        std::process::exit(1);
-    }
+        ExitCode::FAILURE
+    })
 }

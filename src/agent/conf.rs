@@ -40,6 +40,7 @@ pub fn write(
             port: e.port,
             passfile: settings.passfile().display().to_string(),
         }),
+        archive: settings.archive.clone(),
     };
     let dir = &settings.data_dir;
     let owner = settings.run_as.as_ref();

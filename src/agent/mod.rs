@@ -4,7 +4,7 @@
 
 mod bootstrap;
 pub mod conf;
-mod error;
+pub(crate) mod error;
 mod files;
 pub mod http;
 pub mod pgbin;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use nix::unistd::{Gid, Uid, User};
 
 use super::error::{AgentError, Result};
+pub use crate::plan::config::ArchiveCommands;
 
 /// The operating-system user Postgres runs as when the agent itself runs as root
 /// (Postgres refuses to run as root).
@@ -47,6 +48,8 @@ pub struct Settings {
     pub log_file: Option<PathBuf>,
     /// Timings, see [`Timeouts`].
     pub timeouts: Timeouts,
+    /// WAL archiving, when the cluster has an object store.
+    pub archive: Option<ArchiveCommands>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -82,22 +82,9 @@ pub fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// An LSN from its text form `X/Y`.
-pub fn parse_lsn(text: &str) -> Option<u64> {
-    let (hi, lo) = text.split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lsns_parse_from_text() {
-        assert_eq!(parse_lsn("0/3000060"), Some(0x3000060));
-        assert_eq!(parse_lsn("1/0"), Some(1 << 32));
-        assert_eq!(parse_lsn("nope"), None);
-    }
 
     #[test]
     fn quoting_doubles_the_quote() {

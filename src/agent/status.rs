@@ -5,8 +5,8 @@ use tokio_postgres::Client;
 
 use super::error::{AgentError, Result};
 use super::postmaster::PostmasterStatus;
-use super::sql::parse_lsn;
 use crate::api::instance::InstanceRole;
+use crate::plan::wal::parse_lsn;
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -1,13 +1,14 @@
 //! `pgha agent`: PID 1 of a Postgres pod.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
 
 use crate::agent::run::{self, OrdersFile};
+use crate::agent::settings::ArchiveCommands;
 use crate::agent::{Agent, Credentials, RunAs, Settings, Timeouts, http, pgbin};
 
 #[derive(Args, Debug)]
@@ -44,6 +45,9 @@ pub struct AgentArgs {
     /// Append the postmaster's output to this file instead of the agent's stderr.
     #[arg(long)]
     log_file: Option<PathBuf>,
+    /// Archive WAL to the object store described in this file (see `pgha wal-push --help`).
+    #[arg(long)]
+    archive_store: Option<PathBuf>,
 }
 
 pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -67,6 +71,11 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
         run_as: args.run_as.as_deref().map(RunAs::user).transpose()?,
         log_file: args.log_file,
         timeouts: Timeouts::default(),
+        archive: args
+            .archive_store
+            .as_deref()
+            .map(archive_commands)
+            .transpose()?,
     };
     let credentials = Credentials::from_dir(&args.secrets_dir)?;
     let orders = OrdersFile {
@@ -86,5 +95,17 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
         tokio::spawn(http::serve(agent.clone(), listener));
         run::run(agent, orders).await?;
         Ok(())
+    })
+}
+
+/// `pgha wal-push` / `wal-fetch` with the store file, both by absolute path: Postgres runs
+/// them from the data directory.
+fn archive_commands(store: &Path) -> Result<ArchiveCommands, Box<dyn std::error::Error>> {
+    let pgha = std::env::current_exe()?;
+    let store = store.canonicalize()?;
+    let command = |verb: &str| format!("{} {verb} --store {}", pgha.display(), store.display());
+    Ok(ArchiveCommands {
+        push: command("wal-push"),
+        fetch: command("wal-fetch"),
     })
 }

@@ -1,10 +1,12 @@
 //! The `pgha` command line: one binary, one subcommand per role.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod agent;
+mod archive;
 mod crd;
 mod validate;
 
@@ -32,13 +34,33 @@ enum Command {
         #[arg(short = 'f', long = "filename")]
         file: PathBuf,
     },
+    /// archive_command: store one WAL file in the archive (`pgha wal-push --store F %p`).
+    WalPush(archive::WalPushArgs),
+    /// restore_command: fetch one WAL file (`pgha wal-fetch --store F %f %p`). Exits 1 when
+    /// the archive does not have it, 128 on any other failure.
+    WalFetch(archive::WalFetchArgs),
+    /// Take an online base backup of a local instance, streamed to the archive.
+    Backup(archive::BackupArgs),
+    /// Restore a base backup and set up recovery to a target into an empty data directory.
+    Restore(archive::RestoreArgs),
+    /// List the backups, WAL timelines and recoverability window of an archive.
+    Catalog(archive::StoreArg),
+    /// Delete backups and WAL that the retention rules no longer keep.
+    Retention(archive::RetentionArgs),
 }
 
 /// Runs the parsed command line; the error is for a person to read.
-pub fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+pub fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    let done = |r: Result<(), _>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
-        Command::Crd { out_dir } => crd::run(out_dir.as_deref()),
-        Command::Validate { file } => validate::run(&file),
-        Command::Agent(args) => agent::run(*args),
+        Command::Crd { out_dir } => done(crd::run(out_dir.as_deref())),
+        Command::Validate { file } => done(validate::run(&file)),
+        Command::Agent(args) => done(agent::run(*args)),
+        Command::WalPush(args) => archive::wal_push(args),
+        Command::WalFetch(args) => Ok(archive::wal_fetch(args)),
+        Command::Backup(args) => archive::backup(args),
+        Command::Restore(args) => archive::restore(args),
+        Command::Catalog(store) => archive::catalog(store),
+        Command::Retention(args) => archive::retention(args),
     }
 }

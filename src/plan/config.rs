@@ -172,6 +172,16 @@ pub struct InstanceSettings {
     pub synchronous_standby_names: String,
     /// `Some` for a replica.
     pub upstream: Option<Upstream>,
+    /// `Some` when the cluster archives WAL.
+    pub archive: Option<ArchiveCommands>,
+}
+
+/// How WAL reaches and comes back from the archive: `pgha wal-push` / `wal-fetch` with the
+/// store's configuration, without the `%p` / `%f %p` Postgres appends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ArchiveCommands {
+    pub push: String,
+    pub fetch: String,
 }
 
 /// The replication slot the primary keeps for an instance (slot names allow `[a-z0-9_]`).
@@ -216,6 +226,18 @@ pub fn instance_parameters(instance: &InstanceSettings) -> BTreeMap<String, Stri
         out.insert("primary_conninfo".to_string(), conninfo);
         out.insert("primary_slot_name".to_string(), slot_name(&instance.name));
     }
+    if let Some(archive) = &instance.archive {
+        out.insert("archive_mode".to_string(), "on".to_string());
+        out.insert(
+            "archive_command".to_string(),
+            format!("{} %p", archive.push),
+        );
+        // A replica that falls behind its slot, or any instance in recovery, reads the archive.
+        out.insert(
+            "restore_command".to_string(),
+            format!("{} %f %p", archive.fetch),
+        );
+    }
     out
 }
 
@@ -243,7 +265,30 @@ mod tests {
                 port: 5433,
                 passfile: "/run/pgha/my pass".into(),
             }),
+            archive: Some(ArchiveCommands {
+                push: "/pgha wal-push --store /s.yaml".into(),
+                fetch: "/pgha wal-fetch --store /s.yaml".into(),
+            }),
         }
+    }
+
+    #[test]
+    fn archiving_sets_mode_and_both_commands() {
+        let params = instance_parameters(&replica());
+        assert_eq!(params["archive_mode"], "on");
+        assert_eq!(
+            params["archive_command"],
+            "/pgha wal-push --store /s.yaml %p"
+        );
+        assert_eq!(
+            params["restore_command"],
+            "/pgha wal-fetch --store /s.yaml %f %p"
+        );
+        let without = InstanceSettings {
+            archive: None,
+            ..replica()
+        };
+        assert!(!instance_parameters(&without).contains_key("archive_mode"));
     }
 
     #[test]

@@ -5,4 +5,7 @@ pub mod agent;
 pub mod children;
 pub mod config;
 pub mod names;
+pub mod recovery;
 pub mod restart;
+pub mod retention;
+pub mod wal;

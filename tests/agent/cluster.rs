@@ -91,21 +91,49 @@ impl Workspace {
                 start: Duration::from_secs(60),
                 ..Timeouts::default()
             },
+            archive: None,
         }
     }
 
     /// An agent for `name`, bootstrapped and started in the given role.
     pub async fn start(&self, name: &str, desired: Desired) -> Arc<Agent> {
-        let agent = Agent::new(self.settings(name), credentials(), desired, self.config());
+        self.start_with(self.settings(name), desired).await
+    }
+
+    /// Like [`Self::start`], with settings the caller adjusted.
+    pub async fn start_with(&self, settings: Settings, desired: Desired) -> Arc<Agent> {
+        let name = settings.name.clone();
+        let agent = Agent::new(settings, credentials(), desired, self.config());
         agent
             .bootstrap()
             .await
-            .unwrap_or_else(|e| panic!("bootstrap {name}: {e}\n{}", self.log(name)));
+            .unwrap_or_else(|e| panic!("bootstrap {name}: {e}\n{}", self.log(&name)));
         agent
             .start()
             .await
-            .unwrap_or_else(|e| panic!("start {name}: {e}\n{}", self.log(name)));
+            .unwrap_or_else(|e| panic!("start {name}: {e}\n{}", self.log(&name)));
         Arc::new(agent)
+    }
+
+    /// pgbench against `name`'s `app` database over TCP as the superuser; killed on drop.
+    pub fn pgbench(&self, name: &str, args: &[&str]) -> tokio::process::Command {
+        let bin_dir = pgbin::find_bin_dir().expect("PostgreSQL binaries (set PGHA_PG_BIN)");
+        let mut cmd = tokio::process::Command::new(bin_dir.join("pgbench"));
+        cmd.args([
+            "-h",
+            &self.endpoint(name).host,
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "app",
+        ])
+        .args(args)
+        .env("PGPASSWORD", SUPERUSER_PASSWORD)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+        cmd
     }
 
     pub fn log(&self, name: &str) -> String {
@@ -139,12 +167,26 @@ impl Drop for Workspace {
     }
 }
 
+/// The superuser over TCP, with its password.
 pub async fn try_client(at: &Endpoint) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::Config::new()
+    let mut config = tokio_postgres::Config::new();
+    config
         .host(&at.host)
         .port(at.port)
+        .password(SUPERUSER_PASSWORD);
+    superuser(config).await
+}
+
+/// The superuser over the instance's Unix socket (peer authentication, no password).
+pub async fn socket_client(settings: &Settings) -> Result<Client, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config.host_path(&settings.run_dir).port(settings.port);
+    superuser(config).await
+}
+
+async fn superuser(mut config: tokio_postgres::Config) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config
         .user("postgres")
-        .password(SUPERUSER_PASSWORD)
         .dbname("app")
         .connect_timeout(Duration::from_secs(2))
         .connect(NoTls)

@@ -8,9 +8,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use pgha::agent::Desired;
 use pgha::api::instance::InstanceRole;
-use tokio::process::Command;
 
-use crate::cluster::{SUPERUSER_PASSWORD, Workspace, try_client};
+use crate::cluster::{Workspace, try_client};
 
 /// One attempted commit: when its statement was sent, and whether it was acknowledged.
 struct Attempt {
@@ -31,17 +30,7 @@ async fn no_commit_is_acknowledged_after_fence_returns() {
         .unwrap();
 
     // Background load from pgbench, plus writers whose every commit we account for.
-    let settings = a.settings().clone();
-    let pgbench = |args: &[&str]| {
-        let mut cmd = Command::new(settings.bin_dir.join("pgbench"));
-        cmd.args(["-h", &at.host, "-p", "5432", "-U", "postgres", "app"])
-            .args(args)
-            .env("PGPASSWORD", SUPERUSER_PASSWORD)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true);
-        cmd
-    };
+    let pgbench = |args: &[&str]| ws.pgbench("a", args);
     assert!(
         pgbench(&["-i", "-s", "1", "-q"])
             .status()

@@ -1,0 +1,387 @@
+//! Online base backups streamed to the object store.
+//!
+//! The non-exclusive low-level API (`pg_backup_start` / `pg_backup_stop`) on one session,
+//! while the files are read straight from the data directory: several files at a time, each
+//! compressed in 4 MiB frames on a blocking thread and sent as a multipart upload while it is
+//! read. Nothing is staged on local disk. Works on a primary and on a standby.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use chrono::Utc;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_postgres::Client;
+
+use super::codec;
+use super::error::{ArchiveError, Result};
+use super::manifest::{self, FileEntry, Manifest, Tablespace};
+use super::store::Store;
+use super::wal;
+use crate::plan::wal::{Segment, format_lsn, parse_lsn};
+
+/// Parts of a multipart upload (S3's minimum is 5 MiB for all but the last).
+const PART: usize = 8 * 1024 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    /// Defaults to the start time, `20261122T140300Z`.
+    pub id: Option<String>,
+    /// Files read, compressed and uploaded at the same time.
+    pub parallel: usize,
+    /// How long to wait for the last WAL segment the backup needs to reach the archive.
+    pub archive_wait: Duration,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        Self {
+            id: None,
+            parallel: 4,
+            archive_wait: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Takes a base backup of the instance `pg` is connected to, whose data directory is
+/// `data_dir`, and returns its manifest once it is stored.
+pub async fn take(
+    store: &Store,
+    pg: &Client,
+    data_dir: &Path,
+    options: &BackupOptions,
+) -> Result<Manifest> {
+    let started_at = Utc::now();
+    let id = options
+        .id
+        .clone()
+        .unwrap_or_else(|| started_at.format("%Y%m%dT%H%M%SZ").to_string());
+    if store
+        .head_sha256(&manifest::manifest_key(&id))
+        .await?
+        .is_some()
+    {
+        return Err(ArchiveError::Refused(format!(
+            "backup {id} already exists in s3://{}/{}",
+            store.bucket(),
+            store.full_key("base/")
+        )));
+    }
+    let info = pg
+        .query_one(
+            "SELECT pg_is_in_recovery(), \
+                    (SELECT system_identifier::text FROM pg_control_system()), \
+                    current_setting('server_version_num')::int, \
+                    (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size')",
+            &[],
+        )
+        .await
+        .map_err(ArchiveError::sql("reading the instance's identity"))?;
+    let (from_standby, system_identifier): (bool, String) = (info.get(0), info.get(1));
+    let server_version = info.get::<_, i32>(2) as u32;
+    let segment_size = info.get::<_, i64>(3) as u64;
+
+    pg.execute("SELECT pg_backup_start($1, true)", &[&format!("pgha {id}")])
+        .await
+        .map_err(ArchiveError::sql("pg_backup_start"))?;
+    let root = data_dir.to_path_buf();
+    let tree = tokio::task::spawn_blocking(move || walk(&root))
+        .await
+        .expect("walking does not panic")
+        .map_err(ArchiveError::io("reading the data directory", data_dir))?;
+    let files = upload_files(store, &id, tree.files, options.parallel).await?;
+    let stop = pg
+        .query_one(
+            "SELECT lsn::text, labelfile, coalesce(spcmapfile, '') FROM pg_backup_stop(true)",
+            &[],
+        )
+        .await
+        .map_err(ArchiveError::sql("pg_backup_stop"))?;
+    let (end_lsn, backup_label, tablespace_map): (String, String, String) =
+        (stop.get(0), stop.get(1), stop.get(2));
+    let completed_at = Utc::now();
+    let (begin_lsn, begin_wal, timeline) = manifest::parse_label(&backup_label)
+        .ok_or_else(|| ArchiveError::Refused(format!("unexpected backup_label: {backup_label}")))?;
+    let end = parse_lsn(&end_lsn).unwrap_or(begin_lsn);
+    let end_segment = Segment::containing(timeline, end.max(1) - 1, segment_size);
+    wait_for_archive(store, end_segment, segment_size, options.archive_wait).await?;
+
+    let manifest = Manifest {
+        id,
+        system_identifier,
+        server_version,
+        timeline,
+        begin_lsn: format_lsn(begin_lsn),
+        end_lsn,
+        begin_wal,
+        end_wal: end_segment.name(segment_size),
+        started_at,
+        completed_at,
+        from_standby,
+        wal_segment_size: segment_size,
+        size_bytes: files.iter().map(|f| f.size).sum(),
+        stored_bytes: files.iter().map(|f| f.stored).sum(),
+        backup_label,
+        tablespace_map,
+        tablespaces: tree.tablespaces,
+        directories: tree.directories,
+        files,
+    };
+    let body = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
+    store
+        .put(
+            &manifest::manifest_key(&manifest.id),
+            Bytes::from(body),
+            None,
+            false,
+        )
+        .await?;
+    Ok(manifest)
+}
+
+/// A backup is only restorable with WAL up to its end: wait until the archive has it. On a
+/// primary `pg_backup_stop` already waited; a standby cannot switch segments itself, so this
+/// waits for the primary's archiver (a promotion meanwhile continues on the next timeline).
+async fn wait_for_archive(
+    store: &Store,
+    segment: Segment,
+    segment_size: u64,
+    within: Duration,
+) -> Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        for timeline in [segment.timeline, segment.timeline + 1] {
+            let name = Segment {
+                timeline,
+                ..segment
+            }
+            .name(segment_size);
+            if store.head_sha256(&wal::key(&name)).await?.is_some() {
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(ArchiveError::Refused(format!(
+                "WAL segment {} did not reach the archive within {within:?}; the backup is \
+                 not usable until it does (is archiving working, does the primary get writes?)",
+                segment.name(segment_size)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What a base backup reads.
+struct Tree {
+    directories: Vec<String>,
+    /// Relative path, where to read it, size when listed.
+    files: Vec<(String, PathBuf, u64)>,
+    tablespaces: Vec<Tablespace>,
+}
+
+/// Directories whose contents a restore does not need (Postgres's own base backup skips
+/// them too): WAL comes from the archive, the rest is recreated at start.
+const SKIP_CONTENTS: &[&str] = &[
+    "pg_wal",
+    "pg_dynshmem",
+    "pg_notify",
+    "pg_replslot",
+    "pg_serial",
+    "pg_snapshots",
+    "pg_stat_tmp",
+    "pg_subtrans",
+];
+
+/// Files that describe the running server, not the database.
+const SKIP_FILES: &[&str] = &[
+    "postmaster.pid",
+    "postmaster.opts",
+    "backup_label",
+    "tablespace_map",
+    "current_logfiles",
+    "recovery.signal",
+    "standby.signal",
+    "postgresql.auto.conf.tmp",
+];
+
+fn walk(root: &Path) -> std::io::Result<Tree> {
+    let mut tree = Tree {
+        directories: Vec::new(),
+        files: Vec::new(),
+        tablespaces: Vec::new(),
+    };
+    walk_dir(root, "", &mut tree)?;
+    let tblspc = root.join("pg_tblspc");
+    for entry in std::fs::read_dir(&tblspc)? {
+        let entry = entry?;
+        let oid = entry.file_name().to_string_lossy().into_owned();
+        let location = std::fs::read_link(entry.path())?;
+        let rel = format!("pg_tblspc/{oid}");
+        tree.tablespaces.push(Tablespace {
+            oid,
+            location: location.to_string_lossy().into_owned(),
+        });
+        walk_dir(&location, &rel, &mut tree)?;
+    }
+    Ok(tree)
+}
+
+fn walk_dir(dir: &Path, rel: &str, tree: &mut Tree) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        // Dropped while we read (a temporary folder, a dropped database).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        if name.starts_with("pgsql_tmp") || name == "pg_internal.init" {
+            continue;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if meta.is_dir() {
+            tree.directories.push(path.clone());
+            if !(rel.is_empty() && SKIP_CONTENTS.contains(&name.as_str())) {
+                walk_dir(&entry.path(), &path, tree)?;
+            }
+        } else if meta.is_file() && !(rel.is_empty() && SKIP_FILES.contains(&name.as_str())) {
+            tree.files.push((path, entry.path(), meta.len()));
+        }
+        // Symlinks: pg_tblspc's are walked by `walk`; Postgres makes no others.
+    }
+    Ok(())
+}
+
+/// Uploads `files`, largest first so the long ones start early, `parallel` at a time.
+async fn upload_files(
+    store: &Store,
+    id: &str,
+    mut files: Vec<(String, PathBuf, u64)>,
+    parallel: usize,
+) -> Result<Vec<FileEntry>> {
+    files.sort_by_key(|(_, _, size)| std::cmp::Reverse(*size));
+    let mut pending = files.into_iter();
+    let mut running = JoinSet::new();
+    let mut done = Vec::new();
+    loop {
+        while running.len() < parallel.max(1) {
+            let Some((rel, path, _)) = pending.next() else {
+                break;
+            };
+            let (store, key) = (store.clone(), manifest::data_key(id, &rel));
+            running.spawn(async move { upload_file(&store, &key, &path, rel).await });
+        }
+        let Some(finished) = running.join_next().await else {
+            break;
+        };
+        if let Some(entry) = finished.expect("uploads do not panic")? {
+            done.push(entry);
+        }
+    }
+    done.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(done)
+}
+
+/// Streams one file: a blocking thread reads and compresses it, this task gathers the frames
+/// into parts and uploads them (up to two at a time). `None` if the file vanished, which
+/// Postgres allows (a dropped table); WAL replay recreates what is needed.
+async fn upload_file(
+    store: &Store,
+    key: &str,
+    path: &Path,
+    rel: String,
+) -> Result<Option<FileEntry>> {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ArchiveError::io("opening", path)(e)),
+    };
+    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+    let reader = tokio::task::spawn_blocking(move || codec::compress_stream(file, &tx));
+    let mut buffer = BytesMut::new();
+    let mut upload = None;
+    let mut parts = JoinSet::new();
+    let mut completed = Vec::new();
+    let mut number = 0;
+    let mut stored = 0u64;
+    let outcome: Result<()> = async {
+        while let Some(frame) = rx.recv().await {
+            stored += frame.len() as u64;
+            buffer.extend_from_slice(&frame);
+            if buffer.len() < PART {
+                continue;
+            }
+            if upload.is_none() {
+                upload = Some(store.start_multipart(key).await?);
+            }
+            if parts.len() >= 2
+                && let Some(part) = parts.join_next().await
+            {
+                completed.push(part.expect("uploads do not panic")?);
+            }
+            number += 1;
+            let (upload, body, n) = (
+                upload.clone().expect("started"),
+                buffer.split().freeze(),
+                number,
+            );
+            parts.spawn(async move { upload.part(n, body).await });
+        }
+        Ok(())
+    }
+    .await;
+    // Closing the channel lets the reader finish if the upload failed half way.
+    drop(rx);
+    let sealed = reader.await.expect("reading does not panic");
+    let finished = match (outcome, sealed) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Err(e)) => Err(ArchiveError::io("reading", path)(e)),
+        (Ok(()), Ok(sealed)) => {
+            async {
+                while let Some(part) = parts.join_next().await {
+                    completed.push(part.expect("uploads do not panic")?);
+                }
+                match &upload {
+                    None => {
+                        store.put(key, buffer.split().freeze(), None, false).await?;
+                    }
+                    Some(upload) => {
+                        if !buffer.is_empty() {
+                            completed.push(upload.part(number + 1, buffer.split().freeze()).await?);
+                        }
+                        upload
+                            .clone()
+                            .complete(std::mem::take(&mut completed))
+                            .await?;
+                    }
+                }
+                Ok(sealed)
+            }
+            .await
+        }
+    };
+    let sealed = match finished {
+        Ok(sealed) => sealed,
+        Err(e) => {
+            if let Some(upload) = upload {
+                upload.abort().await;
+            }
+            return Err(e);
+        }
+    };
+    Ok(Some(FileEntry {
+        path: rel,
+        size: sealed.size,
+        sha256: sealed.sha256,
+        stored,
+    }))
+}

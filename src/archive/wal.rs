@@ -1,0 +1,229 @@
+//! `archive_command` and `restore_command`: one WAL file to or from the archive.
+//!
+//! A push never overwrites: the same content pushed twice succeeds (Postgres retries after a
+//! crash), different content under an existing name is refused, so two primaries writing one
+//! archive cannot destroy each other's history. A fetch verifies the SHA-256 before the file
+//! reaches `pg_wal`, and fetches the next segments in parallel into a spool folder so that
+//! replay is not bound by one request at a time.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::codec::{self, Compressor, Sealed};
+use super::error::{ArchiveError, Result};
+use super::store::Store;
+use crate::plan::wal::WalFile;
+
+/// The archive key of a WAL file.
+pub fn key(name: &str) -> String {
+    format!("wal/{name}.zst")
+}
+
+/// The file name of an archive key under `wal/`, if it is one.
+pub fn name_of(key: &str) -> Option<&str> {
+    key.strip_prefix("wal/")?.strip_suffix(".zst")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Stored,
+    /// The archive already held this exact content.
+    AlreadyArchived,
+}
+
+/// Archives the WAL file at `path` (Postgres's `%p`).
+pub async fn push(store: &Store, path: &Path, segment_size: u64) -> Result<Pushed> {
+    let name = file_name(path)?;
+    if WalFile::parse(&name, segment_size).is_none() {
+        return Err(ArchiveError::Refused(format!(
+            "{}: not a WAL segment, .partial, .history or .backup file name",
+            path.display()
+        )));
+    }
+    let raw = tokio::fs::read(path)
+        .await
+        .map_err(ArchiveError::io("reading", path))?;
+    let (sha256, body) = tokio::task::spawn_blocking(move || {
+        Compressor::new()
+            .and_then(|mut c| c.compress(&raw))
+            .map(|body| (codec::sha256_hex(&raw), body))
+    })
+    .await
+    .expect("compression does not panic")
+    .map_err(ArchiveError::io("compressing", path))?;
+    let key = key(&name);
+    if let Some(stored) = store.head_sha256(&key).await? {
+        return same_or_conflict(store, &key, path, stored, sha256);
+    }
+    if store
+        .put(&key, Bytes::from(body), Some(&sha256), true)
+        .await?
+    {
+        return Ok(Pushed::Stored);
+    }
+    // Another writer stored it between our check and our write.
+    let stored = store.head_sha256(&key).await?.flatten();
+    same_or_conflict(store, &key, path, stored, sha256)
+}
+
+fn same_or_conflict(
+    store: &Store,
+    key: &str,
+    path: &Path,
+    stored: Option<String>,
+    local: String,
+) -> Result<Pushed> {
+    match stored {
+        Some(stored) if stored == local => Ok(Pushed::AlreadyArchived),
+        stored => Err(ArchiveError::Conflict {
+            bucket: store.bucket().to_string(),
+            key: store.full_key(key),
+            path: path.to_path_buf(),
+            stored: stored.unwrap_or_else(|| "unknown".into()),
+            local,
+        }),
+    }
+}
+
+/// Pushes the files Postgres has marked ready (`pg_wal/archive_status/*.ready`) besides
+/// `path`, up to `extra` of them, in parallel with `path` itself. When Postgres then asks
+/// for them, they are already archived and the push is a quick check.
+pub async fn push_ahead(
+    store: &Store,
+    path: &Path,
+    extra: usize,
+    segment_size: u64,
+) -> Result<Pushed> {
+    let name = file_name(path)?;
+    let wal_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut ready: Vec<String> = std::fs::read_dir(wal_dir.join("archive_status"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter_map(|f| f.strip_suffix(".ready").map(str::to_string))
+                .filter(|f| *f != name && WalFile::parse(f, segment_size).is_some())
+                .collect()
+        })
+        .unwrap_or_default();
+    ready.sort();
+    ready.truncate(extra);
+    let mut others = tokio::task::JoinSet::new();
+    for other in ready {
+        let (store, path) = (store.clone(), wal_dir.join(other));
+        // Errors here are Postgres's to see when it pushes that file itself.
+        others.spawn(async move { push(&store, &path, segment_size).await });
+    }
+    let result = push(store, path, segment_size).await;
+    others.join_all().await;
+    result
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fetched {
+    Restored,
+    /// Not in the archive: the end of the archived WAL, or a timeline that does not exist.
+    NotFound,
+}
+
+/// Restores the WAL file `name` to `dest` (Postgres's `%f` and `%p`). Segments are fetched
+/// with the next `prefetch` ones in parallel; those wait in `pg_wal/pgha-prefetch` until
+/// Postgres asks for them.
+pub async fn fetch(
+    store: &Store,
+    name: &str,
+    dest: &Path,
+    prefetch: usize,
+    segment_size: u64,
+) -> Result<Fetched> {
+    let spool = dest
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("pgha-prefetch");
+    let spooled = spool.join(name);
+    if spooled.exists() {
+        std::fs::rename(&spooled, dest).map_err(ArchiveError::io("moving", &spooled))?;
+        return Ok(Fetched::Restored);
+    }
+    let mut ahead = tokio::task::JoinSet::new();
+    if let Some(WalFile::Segment(segment)) = WalFile::parse(name, segment_size) {
+        clear_spool(&spool);
+        std::fs::create_dir_all(&spool).map_err(ArchiveError::io("creating", &spool))?;
+        let mut next = segment;
+        for _ in 0..prefetch {
+            next = next.next();
+            let (store, next_name) = (store.clone(), next.name(segment_size));
+            let to = spool.join(&next_name);
+            // A failed prefetch is retried when Postgres asks for that segment.
+            ahead.spawn(async move { download(&store, &next_name, &to).await });
+        }
+    }
+    let result = download(store, name, dest).await;
+    if !matches!(result, Ok(Fetched::Restored)) {
+        ahead.abort_all();
+    }
+    ahead.join_all().await;
+    result
+}
+
+/// Prefetched segments Postgres asked for are gone from the spool; the rest belong to an
+/// earlier request and are dropped so the spool never grows.
+fn clear_spool(spool: &Path) {
+    if let Ok(entries) = std::fs::read_dir(spool) {
+        for entry in entries.flatten() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Downloads, decompresses and verifies `name` into `dest` (through a temporary file, so
+/// `dest` only ever holds verified content).
+async fn download(store: &Store, name: &str, dest: &Path) -> Result<Fetched> {
+    let key = key(name);
+    let Some((mut body, expected)) = store.get(&key).await? else {
+        return Ok(Fetched::NotFound);
+    };
+    let corrupt = |why: String| ArchiveError::Corrupt {
+        bucket: store.bucket().to_string(),
+        key: store.full_key(&key),
+        why,
+    };
+    let expected = expected.ok_or_else(|| corrupt("it has no recorded SHA-256".into()))?;
+    let partial = PathBuf::from(format!("{}.pgha-partial", dest.display()));
+    let file = std::fs::File::create(&partial).map_err(ArchiveError::io("creating", &partial))?;
+    let (tx, rx) = mpsc::channel(8);
+    let decoder = tokio::task::spawn_blocking(move || codec::decompress_stream(rx, file));
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ArchiveError::Store {
+            operation: "GetObject",
+            bucket: store.bucket().to_string(),
+            key: store.full_key(&key),
+            message: e.to_string(),
+        })?;
+        if tx.send(chunk).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let decoded: std::io::Result<Sealed> = decoder.await.expect("decoding does not panic");
+    let verdict = match decoded {
+        Err(e) => Err(corrupt(format!("it does not decompress ({e})"))),
+        Ok(sealed) if sealed.sha256 != expected => Err(corrupt(format!(
+            "its content has SHA-256 {}, the archive recorded {expected}",
+            sealed.sha256
+        ))),
+        Ok(_) => std::fs::rename(&partial, dest).map_err(ArchiveError::io("moving", &partial)),
+    };
+    if verdict.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    verdict.map(|()| Fetched::Restored)
+}
+
+fn file_name(path: &Path) -> Result<String> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .ok_or_else(|| ArchiveError::Refused(format!("{}: no file name", path.display())))
+}

@@ -1,0 +1,286 @@
+//! `pgha wal-push`, `wal-fetch`, `backup`, `restore`, `catalog` and `retention`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use clap::Args;
+
+use crate::agent::RunAs;
+use crate::archive::backup::{self, BackupOptions};
+use crate::archive::restore::{self, RestoreOptions};
+use crate::archive::wal::{self, Fetched};
+use crate::archive::{Store, StoreConfig, catalog, retention};
+use crate::plan::recovery::Target;
+use crate::plan::retention::{Policy, parse_window};
+use crate::plan::wal::{DEFAULT_SEGMENT_SIZE, parse_lsn};
+
+type Failure = Box<dyn std::error::Error>;
+
+#[derive(Args, Debug)]
+pub struct StoreArg {
+    /// The archive's location and credentials, a YAML file (bucket, path, endpoint, region,
+    /// credentialsDir, caFile, pathStyle).
+    #[arg(long, env = "PGHA_STORE")]
+    store: PathBuf,
+}
+
+impl StoreArg {
+    fn open(&self) -> Result<Store, Failure> {
+        Ok(Store::new(&StoreConfig::from_file(&self.store)?)?)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct WalPushArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// Also push up to this many other files Postgres has marked ready, in parallel.
+    #[arg(long, default_value_t = 4)]
+    ahead: usize,
+    #[arg(long, default_value_t = DEFAULT_SEGMENT_SIZE)]
+    wal_segment_size: u64,
+    /// The file to archive (`%p`).
+    path: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct WalFetchArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// Segments fetched ahead in parallel.
+    #[arg(long, default_value_t = 8)]
+    prefetch: usize,
+    #[arg(long, default_value_t = DEFAULT_SEGMENT_SIZE)]
+    wal_segment_size: u64,
+    /// The file Postgres asks for (`%f`).
+    name: String,
+    /// Where to put it (`%p`).
+    dest: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// The data directory of the instance.
+    #[arg(long, env = "PGDATA")]
+    pgdata: PathBuf,
+    /// Socket directory of the instance.
+    #[arg(long, default_value = "/run/pgha")]
+    host: String,
+    #[arg(long, default_value_t = 5432)]
+    port: u16,
+    #[arg(long, default_value = "postgres")]
+    user: String,
+    /// Files read and uploaded in parallel.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Seconds to wait for the backup's last WAL segment to be archived.
+    #[arg(long, default_value_t = 300)]
+    archive_wait: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// An empty (or absent) data directory to restore into.
+    #[arg(long, env = "PGDATA")]
+    pgdata: PathBuf,
+    /// Stop after the last commit before this time (RFC 3339, e.g. 2026-11-22T14:03:00Z).
+    #[arg(long, group = "target")]
+    target_time: Option<DateTime<Utc>>,
+    /// Stop at this WAL location (e.g. 0/3000060).
+    #[arg(long, group = "target")]
+    target_lsn: Option<String>,
+    /// Stop at this restore point (pg_create_restore_point).
+    #[arg(long, group = "target")]
+    target_name: Option<String>,
+    /// Stop as soon as the backup is consistent.
+    #[arg(long, group = "target")]
+    target_immediate: bool,
+    /// Files downloaded in parallel.
+    #[arg(long, default_value_t = 4)]
+    parallel: usize,
+    /// Give the restored files to this user (Postgres's, when restoring as root).
+    #[arg(long)]
+    owner: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RetentionArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// Keep at least this many of the newest backups.
+    #[arg(long)]
+    count: Option<usize>,
+    /// Keep what restoring to any point of this window needs (e.g. 30d, 36h, 2w).
+    #[arg(long)]
+    window: Option<String>,
+    /// List what would be deleted and delete nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// `archive_command`: exit 0 only once the file is safely in the archive; anything else makes
+/// Postgres keep the file and retry.
+pub fn wal_push(args: WalPushArgs) -> Result<ExitCode, Failure> {
+    let store = args.store.open()?;
+    runtime()?.block_on(wal::push_ahead(
+        &store,
+        &args.path,
+        args.ahead,
+        args.wal_segment_size,
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit status Postgres reads as "abort recovery" (above 125) rather than "not found".
+const ABORT_RECOVERY: u8 = 128;
+
+/// `restore_command`: 0 restored, 1 not in the archive (quietly: Postgres asks for files that
+/// do not exist as a matter of course), 128 for anything else so that recovery stops rather
+/// than ending early on a broken or unreachable archive.
+pub fn wal_fetch(args: WalFetchArgs) -> ExitCode {
+    let fetched = args.store.open().and_then(|store| {
+        Ok(runtime()?.block_on(wal::fetch(
+            &store,
+            &args.name,
+            &args.dest,
+            args.prefetch,
+            args.wal_segment_size,
+        ))?)
+    });
+    match fetched {
+        Ok(Fetched::Restored) => ExitCode::SUCCESS,
+        Ok(Fetched::NotFound) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("pgha wal-fetch {}: {e}", args.name);
+            ExitCode::from(ABORT_RECOVERY)
+        }
+    }
+}
+
+pub fn backup(args: BackupArgs) -> Result<ExitCode, Failure> {
+    let store = args.store.open()?;
+    let manifest = runtime()?.block_on(async {
+        let (client, connection) = tokio_postgres::Config::new()
+            .host_path(&args.host)
+            .port(args.port)
+            .user(&args.user)
+            .dbname("postgres")
+            .application_name("pgha-backup")
+            .connect(tokio_postgres::NoTls)
+            .await?;
+        tokio::spawn(connection);
+        let options = BackupOptions {
+            parallel: args.parallel,
+            archive_wait: Duration::from_secs(args.archive_wait),
+            ..BackupOptions::default()
+        };
+        Ok::<_, Failure>(backup::take(&store, &client, &args.pgdata, &options).await?)
+    })?;
+    println!(
+        "backup {} of timeline {}: {} to {}, {} files, {} bytes read, {} stored",
+        manifest.id,
+        manifest.timeline,
+        manifest.begin_lsn,
+        manifest.end_lsn,
+        manifest.files.len(),
+        manifest.size_bytes,
+        manifest.stored_bytes
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn restore(args: RestoreArgs) -> Result<ExitCode, Failure> {
+    let store = args.store.open()?;
+    let target = match (&args.target_time, &args.target_lsn, &args.target_name) {
+        (Some(t), _, _) => Target::Time(*t),
+        (_, Some(lsn), _) => Target::Lsn(parse_lsn(lsn).ok_or_else(|| {
+            format!("--target-lsn {lsn}: expected a WAL location such as 0/3000060")
+        })?),
+        (_, _, Some(name)) => Target::Name(name.clone()),
+        _ if args.target_immediate => Target::Immediate,
+        _ => Target::Latest,
+    };
+    let owner = args
+        .owner
+        .as_deref()
+        .map(RunAs::user)
+        .transpose()?
+        .map(|u| (u.uid, u.gid));
+    let options = RestoreOptions {
+        parallel: args.parallel,
+        fetch_command: format!(
+            "{} wal-fetch --store {}",
+            self_path()?.display(),
+            args.store.store.canonicalize()?.display()
+        ),
+        owner,
+    };
+    let restored =
+        runtime()?.block_on(restore::restore(&store, &target, &args.pgdata, &options))?;
+    println!(
+        "restored backup {} ({} files) into {}; recovery settings in postgresql.auto.conf:",
+        restored.backup.id,
+        restored.backup.files.len(),
+        args.pgdata.display()
+    );
+    for (key, value) in &restored.parameters {
+        println!("  {key} = '{value}'");
+    }
+    println!("start Postgres on it to replay the archived WAL; it promotes at the target");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn catalog(store: StoreArg) -> Result<ExitCode, Failure> {
+    let store = store.open()?;
+    let catalog = runtime()?.block_on(catalog::read(&store))?;
+    print!("{}", catalog.render());
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn retention(args: RetentionArgs) -> Result<ExitCode, Failure> {
+    if args.count.is_none() && args.window.is_none() {
+        return Err("retention: give --count, --window or both".into());
+    }
+    let policy = Policy {
+        count: args.count,
+        window: args.window.as_deref().map(parse_window).transpose()?,
+    };
+    let store = args.store.open()?;
+    let selection =
+        runtime()?.block_on(retention::apply(&store, &policy, Utc::now(), args.dry_run))?;
+    let verb = if args.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
+    for id in &selection.backups {
+        println!("{verb} backup {id}");
+    }
+    for name in &selection.wal {
+        println!("{verb} WAL {name}");
+    }
+    println!(
+        "{verb} {} backups and {} WAL files",
+        selection.backups.len(),
+        selection.wal.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn self_path() -> Result<PathBuf, Failure> {
+    Ok(std::env::current_exe()?
+        .canonicalize()
+        .unwrap_or_else(|_| Path::new("pgha").to_path_buf()))
+}

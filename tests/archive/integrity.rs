@@ -1,0 +1,96 @@
+//! The archive is never overwritten with different content, and damaged content never
+//! reaches Postgres.
+
+use std::process::Command;
+
+use pgha::agent::Desired;
+use pgha::plan::recovery::Target;
+
+use crate::cluster::Workspace;
+use crate::s3::S3;
+use crate::{archive_now, archiving, local, restore_and_start, take_backup};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_pushes_and_corrupt_objects_are_refused() {
+    let s3 = S3::start();
+    let ws = Workspace::new(&["a", "r"]);
+    let settings = archiving(&ws, &s3, "a");
+    let _primary = ws.start_with(settings.clone(), Desired::Primary).await;
+    let client = local(&settings).await.unwrap();
+    take_backup(&settings, &s3, "base").await;
+    client
+        .batch_execute("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 10000) g")
+        .await
+        .unwrap();
+    let first = archive_now(&client).await;
+    client
+        .batch_execute("INSERT INTO t VALUES (0)")
+        .await
+        .unwrap();
+    let second = archive_now(&client).await;
+    let pgha = env!("CARGO_BIN_EXE_pgha");
+
+    // Another cluster pushing different content under an archived name is refused.
+    let object = s3.object_file(&format!("wal/{first}.zst"));
+    let original = std::fs::read(&object).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    std::fs::create_dir(other.path().join("pg_wal")).unwrap();
+    let impostor = other.path().join("pg_wal").join(&first);
+    std::fs::write(&impostor, vec![7u8; 16 * 1024 * 1024]).unwrap();
+    let push = Command::new(pgha)
+        .arg("wal-push")
+        .arg("--store")
+        .arg(s3.store_file())
+        .arg(&impostor)
+        .output()
+        .unwrap();
+    assert!(!push.status.success());
+    let stderr = String::from_utf8_lossy(&push.stderr);
+    assert!(
+        stderr.contains("already holds different content"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&object).unwrap(),
+        original,
+        "the original is intact"
+    );
+
+    // A damaged object: wal-fetch says so and exits 128, which aborts recovery instead of
+    // ending it early; nothing is written where Postgres would read it.
+    let damaged = s3.object_file(&format!("wal/{second}.zst"));
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5A;
+    std::fs::write(&damaged, bytes).unwrap();
+    let dest = other.path().join("pg_wal/RECOVERYXLOG");
+    let fetch = Command::new(pgha)
+        .arg("wal-fetch")
+        .arg("--store")
+        .arg(s3.store_file())
+        .arg(&second)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&fetch.stderr);
+    assert_eq!(fetch.status.code(), Some(128), "{stderr}");
+    assert!(stderr.contains("is corrupt"), "{stderr}");
+    assert!(!dest.exists());
+
+    // Recovery through the damaged segment stops with an error and never promotes.
+    let mut restored = restore_and_start(&ws, &s3, "r", &Target::Latest).await;
+    let status = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        restored.postmaster.wait(),
+    )
+    .await
+    .expect("the postmaster stops when recovery cannot continue")
+    .unwrap();
+    assert!(!status.success());
+    let log = ws.log("r");
+    assert!(log.contains("is corrupt"), "{log}");
+    assert!(
+        !log.contains("database system is ready to accept connections"),
+        "{log}"
+    );
+}
