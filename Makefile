@@ -19,7 +19,9 @@ unit:
 
 # Benchmarks on real Postgres; they rewrite their section of BENCHMARKS.md.
 bench: deps
+	@scripts/install-bench-deps.sh
 	$(CARGO) bench --bench agent
+	$(CARGO) bench --bench archive
 
 # Regenerate crds/ from the Rust types (a test fails when they drift).
 crds:

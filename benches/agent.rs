@@ -8,11 +8,16 @@
 #[allow(dead_code)]
 #[path = "../tests/agent/cluster.rs"]
 mod cluster;
+#[allow(dead_code)]
+#[path = "support/report.rs"]
+mod report;
 
 use std::time::{Duration, Instant};
 
 use cluster::{Workspace, try_client};
 use pgha::agent::{Agent, Desired, Endpoint};
+use pgha::plan::wal::parse_lsn;
+use report::{max, median, ms, secs};
 
 const ROTATIONS: usize = 20;
 const CLONE_RUNS: usize = 3;
@@ -24,7 +29,7 @@ async fn main() {
     let (promote, follow) = failover_latencies().await;
     let (ours, peer, size) = clone_times().await;
     let report = format!(
-        "Command: `cargo bench --bench agent` ({date}, {cpus} cores, PostgreSQL {pg}).\n\n\
+        "{header}\
          | measure | runs | median | max |\n|---|---|---|---|\n\
          | promote: `promote()` called → first write accepted on the new primary | {n} | {pm} | {px} |\n\
          | follow: new primary up → other replica streaming on the new timeline, no restart | {n} | {fm} | {fx} |\n\n\
@@ -35,9 +40,7 @@ async fn main() {
          and a rename; the two alternate who goes first, and the first run of the pair meets a \
          cold cache. Promote polls `pg_is_in_recovery()` every 2 ms instead of \
          `pg_promote(wait => true)`, which checks every 100 ms.\n",
-        date = chrono::Utc::now().format("%Y-%m-%d"),
-        cpus = std::thread::available_parallelism().map_or(0, |n| n.get()),
-        pg = pg_version(),
+        header = report::header("cargo bench --bench agent"),
         n = ROTATIONS,
         pm = ms(median(&promote)),
         px = ms(max(&promote)),
@@ -53,7 +56,7 @@ async fn main() {
         brate = size as f64 / 1e6 / median(&peer).as_secs_f64(),
     );
     println!("{report}");
-    write_section(&report);
+    report::write_section("agent", "Instance agent", &report);
 }
 
 /// Three instances; each rotation promotes a replica, re-points the other replica at it and
@@ -118,17 +121,12 @@ async fn wait_caught_up(replica: &Agent, primary: &Agent) {
     let target = primary.status().await.server.unwrap().current_lsn;
     loop {
         let replayed = replica.status().await.server.and_then(|s| s.replayed_lsn);
-        let lsn = |s: &Option<String>| s.as_deref().map(pg_lsn);
+        let lsn = |s: &Option<String>| s.as_deref().and_then(parse_lsn);
         if lsn(&replayed) >= lsn(&target) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-}
-
-fn pg_lsn(text: &str) -> u64 {
-    let (hi, lo) = text.split_once('/').unwrap();
-    (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()
 }
 
 /// A ~1 GB primary, cloned alternately by the agent and by plain pg_basebackup.
@@ -229,49 +227,4 @@ async fn plain_basebackup(
     let took = started.elapsed();
     std::fs::remove_dir_all(&target).unwrap();
     took
-}
-
-fn pg_version() -> String {
-    let bin = pgha::agent::pgbin::find_bin_dir().unwrap();
-    let out = std::process::Command::new(bin.join("postgres"))
-        .arg("--version")
-        .output()
-        .unwrap();
-    // "postgres (PostgreSQL) 15.18 (Debian ...)"
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .nth(2)
-        .unwrap_or("?")
-        .to_string()
-}
-
-fn median(values: &[Duration]) -> Duration {
-    let mut sorted = values.to_vec();
-    sorted.sort();
-    sorted[sorted.len() / 2]
-}
-
-fn max(values: &[Duration]) -> Duration {
-    values.iter().copied().max().unwrap_or_default()
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn secs(d: Duration) -> String {
-    format!("{:.1} s", d.as_secs_f64())
-}
-
-/// Replaces the text between the agent markers in BENCHMARKS.md.
-fn write_section(report: &str) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/BENCHMARKS.md");
-    let (start, end) = ("<!-- agent:start -->", "<!-- agent:end -->");
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let section = format!("{start}\n{report}{end}");
-    let updated = match (text.find(start), text.find(end)) {
-        (Some(s), Some(e)) => format!("{}{section}{}", &text[..s], &text[e + end.len()..]),
-        _ => format!("{text}\n## Instance agent\n\n{section}\n"),
-    };
-    std::fs::write(path, updated).unwrap();
 }

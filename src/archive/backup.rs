@@ -3,7 +3,8 @@
 //! The non-exclusive low-level API (`pg_backup_start` / `pg_backup_stop`) on one session,
 //! while the files are read straight from the data directory: several files at a time, each
 //! compressed in 4 MiB frames on a blocking thread and sent as a multipart upload while it is
-//! read. Nothing is staged on local disk. Works on a primary and on a standby.
+//! read; small files are packed into bundles of about 8 MiB. Nothing is staged on local disk.
+//! Works on a primary and on a standby.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -16,7 +17,7 @@ use tokio_postgres::Client;
 
 use super::codec;
 use super::error::{ArchiveError, Result};
-use super::manifest::{self, FileEntry, Manifest, Tablespace};
+use super::manifest::{self, Bundled, FileEntry, Manifest, Tablespace};
 use super::store::Store;
 use super::wal;
 use crate::plan::wal::{Segment, format_lsn, parse_lsn};
@@ -86,11 +87,24 @@ pub async fn take(
         .await
         .map_err(ArchiveError::sql("pg_backup_start"))?;
     let root = data_dir.to_path_buf();
-    let tree = tokio::task::spawn_blocking(move || walk(&root))
-        .await
-        .expect("walking does not panic")
-        .map_err(ArchiveError::io("reading the data directory", data_dir))?;
-    let files = upload_files(store, &id, tree.files, options.parallel).await?;
+    let copied = async {
+        let tree = tokio::task::spawn_blocking(move || walk(&root))
+            .await
+            .expect("walking does not panic")
+            .map_err(ArchiveError::io("reading the data directory", data_dir))?;
+        let files = upload_files(store, &id, tree.files, options.parallel).await?;
+        Ok::<_, ArchiveError>((files, tree.directories, tree.tablespaces))
+    }
+    .await;
+    let (files, directories, tablespaces) = match copied {
+        Ok(copied) => copied,
+        Err(e) => {
+            // Leave backup mode so the session can take another backup; the uploaded files
+            // have no manifest and are never restored from.
+            let _ = pg.execute("SELECT pg_backup_stop(false)", &[]).await;
+            return Err(e);
+        }
+    };
     let stop = pg
         .query_one(
             "SELECT lsn::text, labelfile, coalesce(spcmapfile, '') FROM pg_backup_stop(true)",
@@ -124,8 +138,8 @@ pub async fn take(
         stored_bytes: files.iter().map(|f| f.stored).sum(),
         backup_label,
         tablespace_map,
-        tablespaces: tree.tablespaces,
-        directories: tree.directories,
+        tablespaces,
+        directories,
         files,
     };
     let body = serde_json::to_vec_pretty(&manifest).expect("a manifest serializes");
@@ -261,8 +275,29 @@ fn walk_dir(dir: &Path, rel: &str, tree: &mut Tree) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Uploads `files`, largest first so the long ones start early, `parallel` at a time.
+/// Uploads `files`: the small ones packed into bundles, the others one object each, both at
+/// once.
 async fn upload_files(
+    store: &Store,
+    id: &str,
+    files: Vec<(String, PathBuf, u64)>,
+    parallel: usize,
+) -> Result<Vec<FileEntry>> {
+    let (small, large): (Vec<_>, Vec<_>) = files
+        .into_iter()
+        .partition(|(_, _, size)| *size < BUNDLE_FILE_MAX);
+    let (mut done, bundled) = tokio::try_join!(
+        upload_large(store, id, large, parallel),
+        upload_bundles(store, id, small, parallel),
+    )?;
+    done.extend(bundled);
+    done.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(done)
+}
+
+/// Uploads `files` one object each, largest first so the long ones start early, `parallel` at
+/// a time.
+async fn upload_large(
     store: &Store,
     id: &str,
     mut files: Vec<(String, PathBuf, u64)>,
@@ -281,14 +316,112 @@ async fn upload_files(
             running.spawn(async move { upload_file(&store, &key, &path, rel).await });
         }
         let Some(finished) = running.join_next().await else {
-            break;
+            return Ok(done);
         };
         if let Some(entry) = finished.expect("uploads do not panic")? {
             done.push(entry);
         }
     }
-    done.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(done)
+}
+
+/// Files below this size are packed into bundles.
+const BUNDLE_FILE_MAX: u64 = 1024 * 1024;
+/// A bundle is closed once it holds this many compressed bytes.
+const BUNDLE_TARGET: usize = 8 * 1024 * 1024;
+
+/// Bundle `number`: the compressed files one after the other, and where each one is.
+struct Bundle {
+    number: u32,
+    body: Vec<u8>,
+    entries: Vec<FileEntry>,
+}
+
+/// Packs the small `files` into bundles on a blocking thread while this task uploads the
+/// finished ones, `parallel` at a time.
+async fn upload_bundles(
+    store: &Store,
+    id: &str,
+    mut files: Vec<(String, PathBuf, u64)>,
+    parallel: usize,
+) -> Result<Vec<FileEntry>> {
+    files.sort();
+    let (tx, mut rx) = mpsc::channel::<Bundle>(parallel.max(1));
+    let packer = tokio::task::spawn_blocking(move || pack(files, &tx));
+    let mut running = JoinSet::new();
+    let mut entries = Vec::new();
+    let uploaded: Result<()> = async {
+        while let Some(bundle) = rx.recv().await {
+            if running.len() >= parallel.max(1)
+                && let Some(done) = running.join_next().await
+            {
+                done.expect("uploads do not panic")?;
+            }
+            let (store, key) = (store.clone(), manifest::bundle_key(id, bundle.number));
+            entries.extend(bundle.entries);
+            let body = Bytes::from(bundle.body);
+            running.spawn(async move { store.put(&key, body, None, false).await });
+        }
+        while let Some(done) = running.join_next().await {
+            done.expect("uploads do not panic")?;
+        }
+        Ok(())
+    }
+    .await;
+    // Closing the channel stops the packer if an upload failed.
+    drop(rx);
+    let packed = packer.await.expect("packing does not panic");
+    uploaded?;
+    packed?;
+    Ok(entries)
+}
+
+/// Reads and compresses `files` into bundles of about [`BUNDLE_TARGET`] bytes, sent to `out`.
+/// A file that vanished is left out, as in [`upload_file`].
+fn pack(files: Vec<(String, PathBuf, u64)>, out: &mpsc::Sender<Bundle>) -> Result<()> {
+    let mut compressor = codec::Compressor::new().map_err(ArchiveError::io("starting", "zstd"))?;
+    let mut bundle = Bundle {
+        number: 0,
+        body: Vec::new(),
+        entries: Vec::new(),
+    };
+    for (rel, path, _) in files {
+        let data = match std::fs::read(&path) {
+            Ok(data) => data,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(ArchiveError::io("reading", &path)(e)),
+        };
+        let frame = compressor
+            .compress(&data)
+            .map_err(ArchiveError::io("compressing", &path))?;
+        bundle.entries.push(FileEntry {
+            path: rel,
+            size: data.len() as u64,
+            sha256: codec::sha256_hex(&data),
+            stored: frame.len() as u64,
+            bundle: Some(Bundled {
+                number: bundle.number,
+                offset: bundle.body.len() as u64,
+            }),
+        });
+        bundle.body.extend_from_slice(&frame);
+        if bundle.body.len() >= BUNDLE_TARGET {
+            let next = Bundle {
+                number: bundle.number + 1,
+                body: Vec::new(),
+                entries: Vec::new(),
+            };
+            if out
+                .blocking_send(std::mem::replace(&mut bundle, next))
+                .is_err()
+            {
+                return Ok(());
+            }
+        }
+    }
+    if !bundle.entries.is_empty() {
+        let _ = out.blocking_send(bundle);
+    }
+    Ok(())
 }
 
 /// Streams one file: a blocking thread reads and compresses it, this task gathers the frames
@@ -383,5 +516,6 @@ async fn upload_file(
         size: sealed.size,
         sha256: sealed.sha256,
         stored,
+        bundle: None,
     }))
 }

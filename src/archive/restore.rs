@@ -3,7 +3,8 @@
 //! WAL (through `pgha wal-fetch`) up to the target.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,9 +14,9 @@ use tokio::task::JoinSet;
 use tokio_postgres::Client;
 
 use super::catalog;
-use super::codec;
+use super::codec::{self, Sealed};
 use super::error::{ArchiveError, Result};
-use super::manifest::{self, FileEntry, Manifest};
+use super::manifest::{self, Bundled, FileEntry, Manifest};
 use super::store::Store;
 use crate::plan::recovery::{self, Target};
 
@@ -115,22 +116,54 @@ pub async fn restore(
     Ok(Restored { backup, parameters })
 }
 
+/// What one download task fetches.
+enum Job {
+    File(FileEntry, PathBuf),
+    /// A bundle and the files it holds.
+    Bundle(u32, Vec<(FileEntry, PathBuf)>),
+}
+
+/// Downloads every file of `backup`, `parallel` objects at a time: the largest files first so
+/// the long downloads start early, then the bundles of small files.
 async fn download_files(
     store: &Store,
     backup: &Manifest,
     place: &impl Fn(&str) -> PathBuf,
     parallel: usize,
 ) -> Result<()> {
-    let mut files: Vec<&FileEntry> = backup.files.iter().collect();
-    files.sort_by_key(|f| std::cmp::Reverse(f.size));
-    let mut pending = files.into_iter();
+    let mut singles = Vec::new();
+    let mut bundles: BTreeMap<u32, Vec<(FileEntry, PathBuf)>> = BTreeMap::new();
+    for file in &backup.files {
+        let dest = place(&file.path);
+        match file.bundle {
+            Some(b) => bundles
+                .entry(b.number)
+                .or_default()
+                .push((file.clone(), dest)),
+            None => singles.push((file.clone(), dest)),
+        }
+    }
+    singles.sort_by_key(|(f, _)| std::cmp::Reverse(f.size));
+    let mut pending = singles
+        .into_iter()
+        .map(|(file, dest)| Job::File(file, dest))
+        .chain(bundles.into_iter().map(|(n, files)| Job::Bundle(n, files)));
     let mut running = JoinSet::new();
     loop {
         while running.len() < parallel.max(1) {
-            let Some(file) = pending.next() else { break };
-            let (store, key) = (store.clone(), manifest::data_key(&backup.id, &file.path));
-            let (dest, file) = (place(&file.path), file.clone());
-            running.spawn(async move { download_file(&store, &key, &dest, &file).await });
+            let Some(job) = pending.next() else { break };
+            let (store, id) = (store.clone(), backup.id.clone());
+            running.spawn(async move {
+                match job {
+                    Job::File(file, dest) => {
+                        download_file(&store, &manifest::data_key(&id, &file.path), &dest, &file)
+                            .await
+                    }
+                    Job::Bundle(n, files) => {
+                        download_bundle(&store, &manifest::bundle_key(&id, n), files).await
+                    }
+                }
+            });
         }
         match running.join_next().await {
             Some(done) => done.expect("downloads do not panic")?,
@@ -139,19 +172,43 @@ async fn download_files(
     }
 }
 
-async fn download_file(store: &Store, key: &str, dest: &Path, entry: &FileEntry) -> Result<()> {
-    let corrupt = |why: String| ArchiveError::Corrupt {
-        bucket: store.bucket().to_string(),
-        key: store.full_key(key),
+/// The error for a damaged or missing object.
+fn corrupt(store: &Store, key: &str) -> impl Fn(String) -> ArchiveError + Send + 'static {
+    let (bucket, key) = (store.bucket().to_string(), store.full_key(key));
+    move |why| ArchiveError::Corrupt {
+        bucket: bucket.clone(),
+        key: key.clone(),
         why,
-    };
+    }
+}
+
+/// Why `got` is not what the manifest recorded for `entry`, if it is not.
+fn mismatch(entry: &FileEntry, got: &Sealed) -> Option<String> {
+    (got.sha256 != entry.sha256 || got.size != entry.size).then(|| {
+        format!(
+            "{} has SHA-256 {} and {} bytes, the manifest recorded {} and {}",
+            entry.path, got.sha256, got.size, entry.sha256, entry.size
+        )
+    })
+}
+
+/// A new file only Postgres's user may read.
+fn create_private(dest: &Path) -> Result<std::fs::File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dest)
+        .map_err(ArchiveError::io("creating", dest))
+}
+
+async fn download_file(store: &Store, key: &str, dest: &Path, entry: &FileEntry) -> Result<()> {
+    let corrupt = corrupt(store, key);
     let (mut body, _) = store
         .get(key)
         .await?
         .ok_or_else(|| corrupt("the manifest lists it but it is missing".into()))?;
-    let file = std::fs::File::create(dest).map_err(ArchiveError::io("creating", dest))?;
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .map_err(ArchiveError::io("setting permissions of", dest))?;
+    let file = create_private(dest)?;
     let (tx, rx) = mpsc::channel(8);
     let writer = tokio::task::spawn_blocking(move || {
         codec::decompress_stream(rx, std::io::BufWriter::with_capacity(1 << 20, file))
@@ -172,13 +229,44 @@ async fn download_file(store: &Store, key: &str, dest: &Path, entry: &FileEntry)
                 dest.display()
             ))
         })?;
-    if sealed.sha256 != entry.sha256 || sealed.size != entry.size {
-        return Err(corrupt(format!(
-            "{} has SHA-256 {} and {} bytes, the manifest recorded {} and {}",
-            entry.path, sealed.sha256, sealed.size, entry.sha256, entry.size
-        )));
+    match mismatch(entry, &sealed) {
+        Some(why) => Err(corrupt(why)),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Fetches one bundle and writes out each file in it, verified.
+async fn download_bundle(store: &Store, key: &str, files: Vec<(FileEntry, PathBuf)>) -> Result<()> {
+    let corrupt = corrupt(store, key);
+    let (body, _) = store
+        .get_bytes(key)
+        .await?
+        .ok_or_else(|| corrupt("the manifest lists it but it is missing".into()))?;
+    tokio::task::spawn_blocking(move || {
+        for (entry, dest) in files {
+            let Bundled { offset, .. } = entry.bundle.expect("only bundled files are here");
+            let frame = usize::try_from(offset)
+                .ok()
+                .zip(usize::try_from(entry.stored).ok())
+                .and_then(|(at, len)| body.get(at..at.checked_add(len)?))
+                .ok_or_else(|| corrupt(format!("{} lies past its end", entry.path)))?;
+            let data = zstd::stream::decode_all(frame)
+                .map_err(|e| corrupt(format!("{} does not decompress ({e})", entry.path)))?;
+            let sealed = Sealed {
+                size: data.len() as u64,
+                sha256: codec::sha256_hex(&data),
+            };
+            if let Some(why) = mismatch(&entry, &sealed) {
+                return Err(corrupt(why));
+            }
+            create_private(&dest)?
+                .write_all(&data)
+                .map_err(ArchiveError::io("writing", &dest))?;
+        }
+        Ok(())
+    })
+    .await
+    .expect("unpacking does not panic")
 }
 
 fn make_dir(path: &Path) -> Result<()> {

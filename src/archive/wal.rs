@@ -42,21 +42,27 @@ pub async fn push(store: &Store, path: &Path, segment_size: u64) -> Result<Pushe
             path.display()
         )));
     }
-    let raw = tokio::fs::read(path)
-        .await
-        .map_err(ArchiveError::io("reading", path))?;
-    let (sha256, body) = tokio::task::spawn_blocking(move || {
-        Compressor::new()
-            .and_then(|mut c| c.compress(&raw))
-            .map(|body| (codec::sha256_hex(&raw), body))
-    })
-    .await
-    .expect("compression does not panic")
-    .map_err(ArchiveError::io("compressing", path))?;
+    let raw = Bytes::from(
+        tokio::fs::read(path)
+            .await
+            .map_err(ArchiveError::io("reading", path))?,
+    );
+    let sha256 = {
+        let raw = raw.clone();
+        tokio::task::spawn_blocking(move || codec::sha256_hex(&raw))
+            .await
+            .expect("hashing does not panic")
+    };
     let key = key(&name);
+    // Checked before compressing: after an outage, or after `push_ahead`, Postgres hands us
+    // files that are already archived.
     if let Some(stored) = store.head_sha256(&key).await? {
         return same_or_conflict(store, &key, path, stored, sha256);
     }
+    let body = tokio::task::spawn_blocking(move || Compressor::new()?.compress(&raw))
+        .await
+        .expect("compression does not panic")
+        .map_err(ArchiveError::io("compressing", path))?;
     if store
         .put(&key, Bytes::from(body), Some(&sha256), true)
         .await?

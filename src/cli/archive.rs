@@ -54,6 +54,11 @@ pub struct WalFetchArgs {
     prefetch: usize,
     #[arg(long, default_value_t = DEFAULT_SEGMENT_SIZE)]
     wal_segment_size: u64,
+    /// Report every failure as "not in the archive" (exit 1) instead of stopping recovery
+    /// (exit 128): for a streaming standby, which then goes back to streaming and asks again,
+    /// where stopping would shut it down for as long as the store is unreachable.
+    #[arg(long)]
+    standby: bool,
     /// The file Postgres asks for (`%f`).
     name: String,
     /// Where to put it (`%p`).
@@ -148,7 +153,7 @@ const ABORT_RECOVERY: u8 = 128;
 
 /// `restore_command`: 0 restored, 1 not in the archive (quietly: Postgres asks for files that
 /// do not exist as a matter of course), 128 for anything else so that recovery stops rather
-/// than ending early on a broken or unreachable archive.
+/// than ending early on a broken or unreachable archive (1 with `--standby`).
 pub fn wal_fetch(args: WalFetchArgs) -> ExitCode {
     let fetched = args.store.open().and_then(|store| {
         Ok(runtime()?.block_on(wal::fetch(
@@ -164,7 +169,7 @@ pub fn wal_fetch(args: WalFetchArgs) -> ExitCode {
         Ok(Fetched::NotFound) => ExitCode::from(1),
         Err(e) => {
             eprintln!("pgha wal-fetch {}: {e}", args.name);
-            ExitCode::from(ABORT_RECOVERY)
+            ExitCode::from(if args.standby { 1 } else { ABORT_RECOVERY })
         }
     }
 }

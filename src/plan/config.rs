@@ -232,10 +232,11 @@ pub fn instance_parameters(instance: &InstanceSettings) -> BTreeMap<String, Stri
             "archive_command".to_string(),
             format!("{} %p", archive.push),
         );
-        // A replica that falls behind its slot, or any instance in recovery, reads the archive.
+        // A replica that falls behind its slot reads the archive. `--standby`: an unreachable
+        // store must send it back to streaming, not stop it (see `pgha wal-fetch --help`).
         out.insert(
             "restore_command".to_string(),
-            format!("{} %f %p", archive.fetch),
+            format!("{} --standby %f %p", archive.fetch),
         );
     }
     out
@@ -282,7 +283,7 @@ mod tests {
         );
         assert_eq!(
             params["restore_command"],
-            "/pgha wal-fetch --store /s.yaml %f %p"
+            "/pgha wal-fetch --store /s.yaml --standby %f %p"
         );
         let without = InstanceSettings {
             archive: None,

@@ -4,11 +4,13 @@
 use std::process::Command;
 
 use pgha::agent::Desired;
+use pgha::archive::ArchiveError;
+use pgha::archive::restore::{self, RestoreOptions};
 use pgha::plan::recovery::Target;
 
 use crate::cluster::Workspace;
 use crate::s3::S3;
-use crate::{archive_now, archiving, local, restore_and_start, take_backup};
+use crate::{archive_now, archiving, commands, local, restore_and_start, take_backup};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conflicting_pushes_and_corrupt_objects_are_refused() {
@@ -76,6 +78,20 @@ async fn conflicting_pushes_and_corrupt_objects_are_refused() {
     assert_eq!(fetch.status.code(), Some(128), "{stderr}");
     assert!(stderr.contains("is corrupt"), "{stderr}");
     assert!(!dest.exists());
+    // A streaming standby asks with --standby: the failure reads as "not archived", so it goes
+    // back to streaming instead of shutting down; still nothing is written.
+    let standby = Command::new(pgha)
+        .arg("wal-fetch")
+        .arg("--store")
+        .arg(s3.store_file())
+        .arg("--standby")
+        .arg(&second)
+        .arg(&dest)
+        .output()
+        .unwrap();
+    assert_eq!(standby.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&standby.stderr).contains("is corrupt"));
+    assert!(!dest.exists());
 
     // Recovery through the damaged segment stops with an error and never promotes.
     let mut restored = restore_and_start(&ws, &s3, "r", &Target::Latest).await;
@@ -92,5 +108,29 @@ async fn conflicting_pushes_and_corrupt_objects_are_refused() {
     assert!(
         !log.contains("database system is ready to accept connections"),
         "{log}"
+    );
+
+    // A damaged bundle of small files fails the restore, naming the object.
+    let bundle = s3.object_file("base/base/bundle/000000.zst");
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5A;
+    std::fs::write(&bundle, bytes).unwrap();
+    let options = RestoreOptions {
+        parallel: 4,
+        fetch_command: commands(&s3).fetch,
+        owner: None,
+    };
+    let err = restore::restore(
+        &s3.store(),
+        &Target::Latest,
+        &other.path().join("again"),
+        &options,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, ArchiveError::Corrupt { ref key, .. } if key.ends_with("bundle/000000.zst")),
+        "{err}"
     );
 }

@@ -8,6 +8,7 @@ mod cluster;
 mod integrity;
 mod outage;
 mod pitr;
+mod postmaster;
 mod retention;
 mod s3;
 mod standby;
@@ -16,12 +17,13 @@ use std::time::Duration;
 
 pub use cluster::socket_client as local;
 use cluster::{Workspace, eventually};
+use pgha::agent::Settings;
 use pgha::agent::settings::ArchiveCommands;
-use pgha::agent::{Settings, pgbin};
 use pgha::archive::backup::{self, BackupOptions};
 use pgha::archive::manifest::Manifest;
 use pgha::archive::restore::{self, RecoveryReport, RestoreOptions};
 use pgha::plan::recovery::Target;
+use postmaster::start_postgres;
 use s3::S3;
 use tokio_postgres::Client;
 
@@ -113,38 +115,6 @@ pub async fn restore_and_start(ws: &Workspace, s3: &S3, name: &str, target: &Tar
         postmaster: start_postgres(ws, &settings),
         settings,
     }
-}
-
-/// Starts a postmaster on a restored data directory, on the instance's own address.
-pub fn start_postgres(ws: &Workspace, settings: &Settings) -> tokio::process::Child {
-    std::fs::create_dir_all(&settings.run_dir).unwrap();
-    if let Some(user) = &settings.run_as {
-        std::os::unix::fs::chown(
-            &settings.run_dir,
-            Some(user.uid.as_raw()),
-            Some(user.gid.as_raw()),
-        )
-        .unwrap();
-    }
-    let log =
-        std::fs::File::create(ws.dir.path().join(&settings.name).join("postgres.log")).unwrap();
-    let mut cmd = pgbin::command(settings, "postgres");
-    cmd.arg("-D").arg(&settings.data_dir);
-    for setting in [
-        format!("listen_addresses={}", settings.listen_address),
-        format!("unix_socket_directories={}", settings.run_dir.display()),
-        format!("cluster_name={}", settings.name),
-        // The copy must not archive into the source's archive.
-        "archive_mode=off".into(),
-        "primary_conninfo=".into(),
-    ] {
-        cmd.arg("-c").arg(setting);
-    }
-    cmd.stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
 }
 
 impl Restored {

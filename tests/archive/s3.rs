@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use pgha::archive::{Store, StoreConfig};
 use tempfile::TempDir;
 
-const BUCKET: &str = "pgha-test";
+pub const BUCKET: &str = "pgha-test";
 const PREFIX: &str = "clusters/one";
 
 pub struct S3 {
@@ -107,12 +107,16 @@ impl S3 {
 
     /// The file on disk holding the object at `key` (under the prefix).
     pub fn object_file(&self, key: &str) -> PathBuf {
-        self.dir
-            .path()
-            .join("data")
-            .join(BUCKET)
-            .join(PREFIX)
-            .join(key)
+        self.bucket_dir().join(PREFIX).join(key)
+    }
+
+    /// The folder holding the bucket's objects (other tools' archives sit beside ours).
+    pub fn bucket_dir(&self) -> PathBuf {
+        self.dir.path().join("data").join(BUCKET)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
     }
 }
 
