@@ -39,7 +39,7 @@ use tokio_postgres::Client;
 
 const PGHA: &str = env!("CARGO_BIN_EXE_pgha");
 /// Each base backup is taken this many times, the tools taking turns at going first.
-const ROUNDS: usize = 2;
+const ROUNDS: usize = 3;
 
 /// The tools, in the order of the report, and the instance each restores into.
 const TOOLS: [&str; 4] = ["pgha", "pg_basebackup", "barman-cloud", "pgBackRest"];

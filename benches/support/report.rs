@@ -27,10 +27,16 @@ pub fn header(command: &str) -> String {
     )
 }
 
+/// The middle value; for an even count, the mean of the two middle ones.
 pub fn median(values: &[Duration]) -> Duration {
     let mut sorted = values.to_vec();
     sorted.sort();
-    sorted[sorted.len() / 2]
+    let n = sorted.len();
+    if n.is_multiple_of(2) {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2
+    } else {
+        sorted[n / 2]
+    }
 }
 
 pub fn max(values: &[Duration]) -> Duration {
