@@ -12,10 +12,10 @@ fmt-check:
 	$(CARGO) fmt --all -- --check
 
 clippy:
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 unit:
-	$(CARGO) test
+	$(CARGO) test --workspace
 
 # Benchmarks on real Postgres; they rewrite their section of BENCHMARKS.md.
 bench: deps
@@ -27,12 +27,12 @@ bench: deps
 crds:
 	$(CARGO) run --quiet -- crd --out-dir crds
 
-# The local Kubernetes control plane is not built yet (issue "Local Kubernetes control plane").
-# Until it is, the demo builds the operator, validates the examples and prints the CRDs.
+# The local control plane has an API server but no nodes yet (issue "Local Kubernetes control
+# plane"). Until it has, the demo builds the operator, validates the examples and prints the CRDs.
 demo:
 	$(CARGO) build --quiet
 	@target/debug/pgha crd
 	@for f in deploy/examples/*.yaml; do target/debug/pgha validate -f $$f; done
 	@echo
 	@echo "pgha demo: the CRDs above install with 'kubectl apply -k crds/' on any Kubernetes 1.33+ cluster."
-	@echo "Missing for the full demo: the local control plane under e2e/ and the operator controllers."
+	@echo "Missing for the full demo: nodes on the local control plane under e2e/ and the operator controllers."

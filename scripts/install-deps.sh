@@ -3,9 +3,10 @@
 # lists what is missing and stops.
 set -euo pipefail
 
-# Debian packages: the C toolchain for crates with native code, and PostgreSQL 15 (initdb,
-# postgres, pg_basebackup, pg_rewind, pgbench) for the agent tests, which run real servers.
-packages=(build-essential pkg-config postgresql-15)
+# Debian packages: the C toolchain for crates with native code, PostgreSQL 15 (initdb,
+# postgres, pg_basebackup, pg_rewind, pgbench) for the agent tests, which run real servers, and
+# openssl and curl for the local control plane (keys, readiness).
+packages=(build-essential pkg-config postgresql-15 openssl curl)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -38,6 +39,14 @@ if [ ! -x "$s3s_root/bin/s3s-fs" ]; then
   echo "installing s3s-fs 0.14.1 into $s3s_root (one time, about 2 minutes)" >&2
   cargo install --quiet s3s-fs --version 0.14.1 --features binary --root "$s3s_root"
 fi
+
+# The tests against a real API server run the pinned upstream etcd and kube-apiserver, built
+# once from the Go module proxy into ~/.cache/pgha-e2e (about 5 minutes the first time).
+if ! command -v go >/dev/null; then
+  echo "make test needs Go to build the pinned Kubernetes binaries (e2e/build-k8s.sh)" >&2
+  exit 1
+fi
+"$(dirname "$0")/../e2e/build-k8s.sh" >/dev/null
 
 # Postgres refuses to run as root: when the tests run as root, the agent runs it as 'postgres',
 # which the Debian package creates.
