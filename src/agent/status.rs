@@ -42,6 +42,23 @@ pub struct ServerStatus {
     pub slots: Vec<Slot>,
     /// Parameters whose new value waits for a restart.
     pub pending_restart: Vec<String>,
+    /// WAL archiving, when `archive_mode` is on.
+    pub archiver: Option<Archiver>,
+}
+
+/// `pg_stat_archiver`, and the backlog that fills the disk while the archive is away.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Archiver {
+    pub archived_count: i64,
+    pub last_archived_wal: Option<String>,
+    pub last_archived_at: Option<String>,
+    pub failed_count: i64,
+    pub last_failed_wal: Option<String>,
+    pub last_failed_at: Option<String>,
+    /// WAL files waiting to be archived (`.ready` in `pg_wal/archive_status`), which Postgres
+    /// keeps until they are.
+    pub pending: i64,
 }
 
 /// A replica's WAL receiver.
@@ -92,6 +109,10 @@ const STANDBYS: &str = "SELECT application_name, client_addr::text, state, sent_
         CASE WHEN pg_is_in_recovery() THEN NULL
              ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint END
         FROM pg_stat_replication ORDER BY application_name";
+const ARCHIVER: &str = "SELECT archived_count, last_archived_wal, last_archived_time::text,
+        failed_count, last_failed_wal, last_failed_time::text,
+        (SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready')
+        FROM pg_stat_archiver WHERE current_setting('archive_mode') <> 'off'";
 const SLOTS: &str = "SELECT slot_name::text, active, restart_lsn::text
         FROM pg_replication_slots WHERE slot_type = 'physical' ORDER BY slot_name";
 
@@ -111,6 +132,7 @@ pub async fn server(client: &Client) -> Result<ServerStatus> {
         standbys: standbys(client).await?,
         slots: slots(client).await?,
         pending_restart: row.get(2),
+        archiver: archiver(client).await?,
     };
     if status.in_recovery {
         replica(client, &mut status).await?;
@@ -190,6 +212,22 @@ async fn standbys(client: &Client) -> Result<Vec<Standby>> {
                 .and_then(|b| u64::try_from(b).ok()),
         })
         .collect())
+}
+
+async fn archiver(client: &Client) -> Result<Option<Archiver>> {
+    let row = client
+        .query_opt(ARCHIVER, &[])
+        .await
+        .map_err(AgentError::sql("reading the archiver"))?;
+    Ok(row.map(|row| Archiver {
+        archived_count: row.get(0),
+        last_archived_wal: row.get(1),
+        last_archived_at: row.get(2),
+        failed_count: row.get(3),
+        last_failed_wal: row.get(4),
+        last_failed_at: row.get(5),
+        pending: row.get(6),
+    }))
 }
 
 async fn slots(client: &Client) -> Result<Vec<Slot>> {

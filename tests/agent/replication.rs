@@ -22,6 +22,10 @@ async fn replicas_stream_promote_follow_and_the_old_primary_is_rewound() {
     assert_eq!((sa.role, sa.ready), (InstanceRole::Primary, true));
     let server = sa.server.unwrap();
     assert_eq!(server.timeline, Some(1));
+    assert_eq!(
+        server.archiver, None,
+        "no archive configured, no archiver reported"
+    );
     let standbys: Vec<_> = server.standbys.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         standbys,

@@ -15,7 +15,7 @@ async fn an_outage_delays_archiving_without_a_gap() {
     let mut s3 = S3::start();
     let ws = Workspace::new(&["a"]);
     let settings = archiving(&ws, &s3, "a");
-    let _primary = ws.start_with(settings.clone(), Desired::Primary).await;
+    let primary = ws.start_with(settings.clone(), Desired::Primary).await;
     let client = local(&settings).await.unwrap();
     client
         .batch_execute("CREATE TABLE t (id serial PRIMARY KEY, v text)")
@@ -66,6 +66,12 @@ async fn an_outage_delays_archiving_without_a_gap() {
         );
     }
 
+    // The agent reports the outage and the backlog Postgres keeps for it.
+    let archiver = primary.status().await.server.unwrap().archiver.unwrap();
+    assert!(archiver.failed_count > 0, "{archiver:?}");
+    assert!(archiver.pending >= 3, "{archiver:?}");
+    assert!(archiver.last_failed_wal.is_some(), "{archiver:?}");
+
     s3.resume();
     // A new segment wakes the archiver, which backs off after repeated failures.
     client
@@ -74,6 +80,12 @@ async fn an_outage_delays_archiving_without_a_gap() {
         .unwrap();
     let last = archive_now(&client).await;
     wait_archived(&client, during.last().unwrap()).await;
+
+    eventually(Duration::from_secs(30), "the backlog to drain", || async {
+        let archiver = primary.status().await.server?.archiver?;
+        (archiver.pending == 0).then_some(())
+    })
+    .await;
 
     let catalog = catalog::read(&s3.store()).await.unwrap();
     let timelines = catalog.timelines();
