@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ApiResource, DynamicObject, PostParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
 use kube::{Client, Config};
 use pgha::api::{PgBackup, PgCluster, PgInstance};
 use pgha_e2e::ControlPlane;
@@ -152,4 +152,40 @@ async fn the_api_server_enforces_the_schema_and_cel_rules() {
     let mut object = clusters.get("orders").await.unwrap();
     object.data["spec"]["storage"]["size"] = json!("20Gi");
     clusters.replace("orders", &pp, &object).await.unwrap();
+}
+
+/// The controller-manager's garbage collector deletes what an owner reference ties to a
+/// deleted owner — the mechanism that removes a PgCluster's children.
+#[tokio::test]
+async fn deleting_an_owner_deletes_its_dependents() {
+    let plane = ControlPlane::start().unwrap();
+    let client = client(&plane).await;
+    let maps: Api<ConfigMap> = Api::namespaced(client, "default");
+    let pp = PostParams::default();
+    let owner = maps
+        .create(
+            &pp,
+            &serde_json::from_value(json!({"metadata": {"name": "owner"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let dependent = json!({"metadata": {"name": "dependent", "ownerReferences": [{
+        "apiVersion": "v1", "kind": "ConfigMap", "name": "owner",
+        "uid": owner.metadata.uid.unwrap(),
+    }]}});
+    maps.create(&pp, &serde_json::from_value(dependent).unwrap())
+        .await
+        .unwrap();
+    maps.delete("owner", &DeleteParams::background())
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while maps.get_opt("dependent").await.unwrap().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the dependent outlived its owner:\n{}",
+            plane.log("kube-controller-manager")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

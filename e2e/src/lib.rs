@@ -1,10 +1,10 @@
-//! A real Kubernetes control plane on loopback for pgha's end-to-end tests: etcd and
-//! kube-apiserver built from the pinned upstream release by `e2e/build-k8s.sh`, each started
-//! as a child process on free ports, with its state in a temporary directory, and stopped
-//! when the [`ControlPlane`] is dropped.
+//! A real Kubernetes control plane on loopback for pgha's end-to-end tests: etcd,
+//! kube-apiserver and kube-controller-manager built from the pinned upstream release by
+//! `e2e/build-k8s.sh`, each started as a child process on free ports, with its state in a
+//! temporary directory, and stopped when the [`ControlPlane`] is dropped.
 //!
-//! Still to come (issue "Local Kubernetes control plane"): controller-manager and scheduler,
-//! the node agent that runs pods as processes, Service proxies and fault injection.
+//! Still to come (issue "Local Kubernetes control plane"): the scheduler, the node agent that
+//! runs pods as processes, Service proxies and fault injection.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -43,7 +43,7 @@ fn fail(what: impl std::fmt::Display) -> Error {
     Error(what.to_string())
 }
 
-/// A running etcd + kube-apiserver.
+/// A running etcd, kube-apiserver and kube-controller-manager.
 pub struct ControlPlane {
     dir: TempDir,
     children: Vec<Child>,
@@ -54,10 +54,11 @@ pub struct ControlPlane {
 const ADMIN_TOKEN: &str = "pgha-e2e-admin";
 
 impl ControlPlane {
-    /// Starts etcd and kube-apiserver and waits until the API server reports ready.
+    /// Starts etcd and kube-apiserver, waits until the API server reports ready, then starts
+    /// the controller-manager.
     pub fn start() -> Result<Self, Error> {
         let bin = bin_dir();
-        for name in ["etcd", "kube-apiserver"] {
+        for name in ["etcd", "kube-apiserver", "kube-controller-manager"] {
             if !bin.join(name).is_file() {
                 return Err(fail(format!(
                     "{} is missing: run e2e/build-k8s.sh (make test does)",
@@ -131,6 +132,25 @@ impl ControlPlane {
         plane.children.push(apiserver);
         plane.wait_ready(Duration::from_secs(60))?;
         plane.write_kubeconfig()?;
+        // Garbage collection, namespaces, service-account tokens and the rest of the
+        // built-in controllers; no leader election with one instance, no serving port.
+        let controller_manager = Command::new(bin.join("kube-controller-manager"))
+            .arg(format!("--kubeconfig={}", plane.kubeconfig().display()))
+            .args(["--leader-elect=false", "--secure-port=0", "--controllers=*"])
+            .arg("--use-service-account-credentials=false")
+            .arg(format!(
+                "--root-ca-file={}",
+                d.join("certs/apiserver.crt").display()
+            ))
+            .arg(format!(
+                "--service-account-private-key-file={}",
+                d.join("sa.key").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(log(&d, "kube-controller-manager")?)
+            .spawn()
+            .map_err(fail)?;
+        plane.children.push(controller_manager);
         Ok(plane)
     }
 
