@@ -5,7 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
 use kube::{Client, Config};
@@ -187,5 +189,72 @@ async fn deleting_an_owner_deletes_its_dependents() {
             plane.log("kube-controller-manager")
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A ServiceAccount's token (what a pod's projected volume holds) is allowed exactly what its
+/// Role grants: the signing keys and RBAC the agents will rely on.
+#[tokio::test]
+async fn a_service_account_gets_what_its_role_grants_and_no_more() {
+    let plane = ControlPlane::start().unwrap();
+    let admin = client(&plane).await;
+    let pp = PostParams::default();
+    let objects = [
+        (
+            ApiResource::erase::<ServiceAccount>(&()),
+            json!({"metadata": {"name": "agent"}}),
+        ),
+        (
+            ApiResource::erase::<Role>(&()),
+            json!({"metadata": {"name": "read-maps"},
+                   "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]}),
+        ),
+        (
+            ApiResource::erase::<RoleBinding>(&()),
+            json!({"metadata": {"name": "agent-reads-maps"},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-maps"},
+                   "subjects": [{"kind": "ServiceAccount", "name": "agent", "namespace": "default"}]}),
+        ),
+        (
+            ApiResource::erase::<ConfigMap>(&()),
+            json!({"metadata": {"name": "settings"}}),
+        ),
+    ];
+    for (kind, object) in objects {
+        Api::<DynamicObject>::namespaced_with(admin.clone(), "default", &kind)
+            .create(&pp, &serde_json::from_value(object).unwrap())
+            .await
+            .unwrap();
+    }
+
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), "default");
+    let request: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 600}}))
+            .unwrap();
+    let token = accounts
+        .create_token_request("agent", &pp, &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token;
+    let mut config = Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(plane.kubeconfig()).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
+    let agent = Client::try_from(config).unwrap();
+
+    let maps: Api<ConfigMap> = Api::namespaced(agent.clone(), "default");
+    maps.get("settings").await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(agent, "default");
+    match secrets.list(&Default::default()).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+        other => panic!("listing secrets must be forbidden: {other:?}"),
     }
 }
