@@ -61,11 +61,12 @@ async fn main() {
     let s3 = S3::start();
     let ws = Workspace::new(&["src", "pgha", "barman", "pgbackrest"]);
     let pgha_store = format!("--store {}", s3.store_file().display());
+    let archive = ArchiveCommands::new(Path::new(PGHA), &s3.store_file());
     // Loading goes unarchived; the archive_command that feeds all three tools is set after.
     let settings = Settings {
         archive: Some(ArchiveCommands {
             push: "/bin/true".into(),
-            fetch: format!("{PGHA} wal-fetch {pgha_store}"),
+            fetch: archive.fetch,
         }),
         ..ws.settings("src")
     };
@@ -80,7 +81,7 @@ async fn main() {
     let client = socket_client(&settings).await.unwrap();
     let size = load(&ws, &client, scale, noise_mb).await;
     timed(&format!("{} stanza-create", peers.pgbackrest()));
-    let chain = peers.archive_command(&format!("{PGHA} wal-push {pgha_store}"), BUCKET);
+    let chain = peers.archive_command(&archive.push, BUCKET);
     for sql in [
         format!("ALTER SYSTEM SET archive_command = {}", quote(&chain)),
         "SELECT pg_reload_conf()".into(),

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::s3::{free_port, wait_listening};
+
 /// The venv `scripts/install-bench-deps.sh` makes; outside /root so that Postgres's
 /// archive_command, which runs as `postgres`, can use it.
 const BARMAN_VENV: &str = "/opt/pgha-bench/barman-venv";
@@ -142,20 +144,4 @@ pub fn timed(script: &str) -> Duration {
         String::from_utf8_lossy(&out.stderr)
     );
     took
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

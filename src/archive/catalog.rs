@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::error::{ArchiveError, Result};
+use super::error::Result;
 use super::manifest::{Manifest, manifest_key};
 use super::store::{Listed, Store};
 use super::wal;
@@ -51,12 +51,8 @@ pub async fn read(store: &Store) -> Result<Catalog> {
         let Some((body, _)) = store.get_bytes(&key).await? else {
             continue;
         };
-        let manifest: Manifest =
-            serde_json::from_slice(&body).map_err(|e| ArchiveError::Corrupt {
-                bucket: store.bucket().to_string(),
-                key: store.full_key(&key),
-                why: format!("not a backup manifest ({e})"),
-            })?;
+        let manifest: Manifest = serde_json::from_slice(&body)
+            .map_err(|e| store.corrupt(&key)(format!("not a backup manifest ({e})")))?;
         backups.push(manifest);
     }
     backups.sort_by_key(|m| m.completed_at);

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use nix::unistd::{Gid, Uid};
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_postgres::Client;
 
@@ -172,16 +171,6 @@ async fn download_files(
     }
 }
 
-/// The error for a damaged or missing object.
-fn corrupt(store: &Store, key: &str) -> impl Fn(String) -> ArchiveError + Send + 'static {
-    let (bucket, key) = (store.bucket().to_string(), store.full_key(key));
-    move |why| ArchiveError::Corrupt {
-        bucket: bucket.clone(),
-        key: key.clone(),
-        why,
-    }
-}
-
 /// Why `got` is not what the manifest recorded for `entry`, if it is not.
 fn mismatch(entry: &FileEntry, got: &Sealed) -> Option<String> {
     (got.sha256 != entry.sha256 || got.size != entry.size).then(|| {
@@ -203,32 +192,23 @@ fn create_private(dest: &Path) -> Result<std::fs::File> {
 }
 
 async fn download_file(store: &Store, key: &str, dest: &Path, entry: &FileEntry) -> Result<()> {
-    let corrupt = corrupt(store, key);
-    let (mut body, _) = store
-        .get(key)
+    let corrupt = store.corrupt(key);
+    let open = || {
+        Ok(std::io::BufWriter::with_capacity(
+            1 << 20,
+            create_private(dest)?,
+        ))
+    };
+    let (_, decoded) = store
+        .get_decoded(key, open)
         .await?
         .ok_or_else(|| corrupt("the manifest lists it but it is missing".into()))?;
-    let file = create_private(dest)?;
-    let (tx, rx) = mpsc::channel(8);
-    let writer = tokio::task::spawn_blocking(move || {
-        codec::decompress_stream(rx, std::io::BufWriter::with_capacity(1 << 20, file))
-    });
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| corrupt(format!("download failed: {e}")))?;
-        if tx.send(chunk).await.is_err() {
-            break;
-        }
-    }
-    drop(tx);
-    let sealed = writer
-        .await
-        .expect("decoding does not panic")
-        .map_err(|e| {
-            corrupt(format!(
-                "it does not decompress into {} ({e})",
-                dest.display()
-            ))
-        })?;
+    let sealed = decoded.map_err(|e| {
+        corrupt(format!(
+            "it does not decompress into {} ({e})",
+            dest.display()
+        ))
+    })?;
     match mismatch(entry, &sealed) {
         Some(why) => Err(corrupt(why)),
         None => Ok(()),
@@ -237,7 +217,7 @@ async fn download_file(store: &Store, key: &str, dest: &Path, entry: &FileEntry)
 
 /// Fetches one bundle and writes out each file in it, verified.
 async fn download_bundle(store: &Store, key: &str, files: Vec<(FileEntry, PathBuf)>) -> Result<()> {
-    let corrupt = corrupt(store, key);
+    let corrupt = store.corrupt(key);
     let (body, _) = store
         .get_bytes(key)
         .await?

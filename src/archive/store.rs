@@ -6,6 +6,7 @@
 //! - `base/<backup id>/backup.json` — its manifest, written last: a backup without one is
 //!   incomplete and never restored from.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -22,7 +23,9 @@ use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider:
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use tokio::sync::mpsc;
 
+use super::codec::{self, Sealed};
 use super::error::{ArchiveError, Result};
 
 /// Where the archive lives, as the agent and the CLI read it from a YAML or JSON file
@@ -226,13 +229,53 @@ impl Store {
         let Some((body, sum)) = self.get(key).await? else {
             return Ok(None);
         };
-        let bytes = body.collect().await.map_err(|e| ArchiveError::Store {
+        let bytes = body.collect().await.map_err(|e| self.read_error(key, e))?;
+        Ok(Some((bytes.into_bytes(), sum)))
+    }
+
+    /// Streams the zstd object at `key` into the writer `open` makes once the object is found,
+    /// decoding on a blocking thread. `None` if it does not exist; else the SHA-256 the archive
+    /// recorded and the decoded size and SHA-256, or why it did not decode.
+    pub async fn get_decoded<W: Write + Send + 'static>(
+        &self,
+        key: &str,
+        open: impl FnOnce() -> Result<W>,
+    ) -> Result<Option<(Option<String>, std::io::Result<Sealed>)>> {
+        let Some((mut body, recorded)) = self.get(key).await? else {
+            return Ok(None);
+        };
+        let out = open()?;
+        let (tx, rx) = mpsc::channel(8);
+        let decoder = tokio::task::spawn_blocking(move || codec::decompress_stream(rx, out));
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| self.read_error(key, e))?;
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+        }
+        drop(tx);
+        let decoded = decoder.await.expect("decoding does not panic");
+        Ok(Some((recorded, decoded)))
+    }
+
+    /// A failure while reading an object's body.
+    fn read_error(&self, key: &str, e: impl std::fmt::Display) -> ArchiveError {
+        ArchiveError::Store {
             operation: "GetObject",
             bucket: self.bucket.clone(),
             key: self.full_key(key),
             message: e.to_string(),
-        })?;
-        Ok(Some((bytes.into_bytes(), sum)))
+        }
+    }
+
+    /// The error for a damaged or missing object at `key`, given why.
+    pub fn corrupt(&self, key: &str) -> impl Fn(String) -> ArchiveError + Send + 'static {
+        let (bucket, key) = (self.bucket.clone(), self.full_key(key));
+        move |why| ArchiveError::Corrupt {
+            bucket: bucket.clone(),
+            key: key.clone(),
+            why,
+        }
     }
 
     /// Every object whose key (under the prefix) starts with `start`.

@@ -9,9 +9,8 @@
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
-use super::codec::{self, Compressor, Sealed};
+use super::codec::{self, Compressor};
 use super::error::{ArchiveError, Result};
 use super::store::Store;
 use crate::plan::wal::WalFile;
@@ -187,39 +186,20 @@ fn clear_spool(spool: &Path) {
 /// `dest` only ever holds verified content).
 async fn download(store: &Store, name: &str, dest: &Path) -> Result<Fetched> {
     let key = key(name);
-    let Some((mut body, expected)) = store.get(&key).await? else {
+    let partial = PathBuf::from(format!("{}.pgha-partial", dest.display()));
+    let open = || std::fs::File::create(&partial).map_err(ArchiveError::io("creating", &partial));
+    let Some((expected, decoded)) = store.get_decoded(&key, open).await? else {
         return Ok(Fetched::NotFound);
     };
-    let corrupt = |why: String| ArchiveError::Corrupt {
-        bucket: store.bucket().to_string(),
-        key: store.full_key(&key),
-        why,
-    };
-    let expected = expected.ok_or_else(|| corrupt("it has no recorded SHA-256".into()))?;
-    let partial = PathBuf::from(format!("{}.pgha-partial", dest.display()));
-    let file = std::fs::File::create(&partial).map_err(ArchiveError::io("creating", &partial))?;
-    let (tx, rx) = mpsc::channel(8);
-    let decoder = tokio::task::spawn_blocking(move || codec::decompress_stream(rx, file));
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ArchiveError::Store {
-            operation: "GetObject",
-            bucket: store.bucket().to_string(),
-            key: store.full_key(&key),
-            message: e.to_string(),
-        })?;
-        if tx.send(chunk).await.is_err() {
-            break;
-        }
-    }
-    drop(tx);
-    let decoded: std::io::Result<Sealed> = decoder.await.expect("decoding does not panic");
-    let verdict = match decoded {
-        Err(e) => Err(corrupt(format!("it does not decompress ({e})"))),
-        Ok(sealed) if sealed.sha256 != expected => Err(corrupt(format!(
+    let corrupt = store.corrupt(&key);
+    let verdict = match (expected, decoded) {
+        (None, _) => Err(corrupt("it has no recorded SHA-256".into())),
+        (_, Err(e)) => Err(corrupt(format!("it does not decompress ({e})"))),
+        (Some(expected), Ok(sealed)) if sealed.sha256 != expected => Err(corrupt(format!(
             "its content has SHA-256 {}, the archive recorded {expected}",
             sealed.sha256
         ))),
-        Ok(_) => std::fs::rename(&partial, dest).map_err(ArchiveError::io("moving", &partial)),
+        _ => std::fs::rename(&partial, dest).map_err(ArchiveError::io("moving", &partial)),
     };
     if verdict.is_err() {
         let _ = std::fs::remove_file(&partial);

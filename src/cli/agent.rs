@@ -98,14 +98,10 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
     })
 }
 
-/// `pgha wal-push` / `wal-fetch` with the store file, both by absolute path: Postgres runs
-/// them from the data directory.
+/// `pgha wal-push` / `wal-fetch` of this binary with the store file.
 fn archive_commands(store: &Path) -> Result<ArchiveCommands, Box<dyn std::error::Error>> {
-    let pgha = std::env::current_exe()?;
-    let store = store.canonicalize()?;
-    let command = |verb: &str| format!("{} {verb} --store {}", pgha.display(), store.display());
-    Ok(ArchiveCommands {
-        push: command("wal-push"),
-        fetch: command("wal-fetch"),
-    })
+    Ok(ArchiveCommands::new(
+        &std::env::current_exe()?,
+        &store.canonicalize()?,
+    ))
 }

@@ -2,6 +2,7 @@
 //! operator's own settings kept out of the user's reach.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use thiserror::Error;
 
@@ -184,6 +185,18 @@ pub struct ArchiveCommands {
     pub fetch: String,
 }
 
+impl ArchiveCommands {
+    /// The commands of the `pgha` binary at `pgha` with the store file `store`, both absolute:
+    /// Postgres runs them from the data directory.
+    pub fn new(pgha: &Path, store: &Path) -> Self {
+        let command = |verb: &str| format!("{} {verb} --store {}", pgha.display(), store.display());
+        Self {
+            push: command("wal-push"),
+            fetch: command("wal-fetch"),
+        }
+    }
+}
+
 /// The replication slot the primary keeps for an instance (slot names allow `[a-z0-9_]`).
 pub fn slot_name(instance: &str) -> String {
     format!("pgha_{}", instance.replace('-', "_"))
@@ -266,10 +279,10 @@ mod tests {
                 port: 5433,
                 passfile: "/run/pgha/my pass".into(),
             }),
-            archive: Some(ArchiveCommands {
-                push: "/pgha wal-push --store /s.yaml".into(),
-                fetch: "/pgha wal-fetch --store /s.yaml".into(),
-            }),
+            archive: Some(ArchiveCommands::new(
+                Path::new("/pgha"),
+                Path::new("/s.yaml"),
+            )),
         }
     }
 

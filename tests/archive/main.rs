@@ -13,6 +13,7 @@ mod retention;
 mod s3;
 mod standby;
 
+use std::path::Path;
 use std::time::Duration;
 
 pub use cluster::socket_client as local;
@@ -29,17 +30,7 @@ use tokio_postgres::Client;
 
 /// `pgha wal-push` / `wal-fetch` with the test server's store file.
 pub fn commands(s3: &S3) -> ArchiveCommands {
-    let command = |verb: &str| {
-        format!(
-            "{} {verb} --store {}",
-            env!("CARGO_BIN_EXE_pgha"),
-            s3.store_file().display()
-        )
-    };
-    ArchiveCommands {
-        push: command("wal-push"),
-        fetch: command("wal-fetch"),
-    }
+    ArchiveCommands::new(Path::new(env!("CARGO_BIN_EXE_pgha")), &s3.store_file())
 }
 
 /// Settings of an instance that archives its WAL to `s3`.

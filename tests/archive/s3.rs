@@ -40,11 +40,7 @@ impl S3 {
         std::fs::create_dir_all(&keys).unwrap();
         std::fs::write(keys.join("ACCESS_KEY_ID"), "test-access\n").unwrap();
         std::fs::write(keys.join("SECRET_ACCESS_KEY"), "test-secret\n").unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut s3 = Self {
             dir,
             port,
@@ -81,11 +77,7 @@ impl S3 {
                 )
             });
         self.server = Some(server);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "s3s-fs did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(self.port);
     }
 
     /// Stops the server as a crash would.
@@ -123,5 +115,23 @@ impl S3 {
 impl Drop for S3 {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A port nothing listens on at the moment.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits up to 10 s until something accepts connections on `port`.
+pub fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
