@@ -1,5 +1,5 @@
 # The two commands a person needs: `make demo` and `make test`.
-.PHONY: test deps fmt-check clippy unit crds demo bench
+.PHONY: test deps fmt-check clippy unit crds demo bench cluster-up cluster-down
 
 CARGO ?= cargo
 
@@ -27,12 +27,14 @@ bench: deps
 crds:
 	$(CARGO) run --quiet -- crd --out-dir crds
 
-# The local control plane has an API server but no nodes yet (issue "Local Kubernetes control
-# plane"). Until it has, the demo builds the operator, validates the examples and prints the CRDs.
-demo:
-	$(CARGO) build --quiet
-	@target/debug/pgha crd
-	@for f in deploy/examples/*.yaml; do target/debug/pgha validate -f $$f; done
-	@echo
-	@echo "pgha demo: the CRDs above install with 'kubectl apply -k crds/' on any Kubernetes 1.33+ cluster."
-	@echo "Missing for the full demo: nodes on the local control plane under e2e/ and the operator controllers."
+# A local Kubernetes cluster on loopback (e2e/): control plane + 3 nodes whose pods are
+# processes. cluster-up returns once it is up and prints the KUBECONFIG line.
+cluster-up: deps
+	@scripts/cluster-up.sh
+
+cluster-down:
+	@if [ -x target/debug/pgha-e2e ]; then target/debug/pgha-e2e --state e2e/.state down; fi
+
+# The cluster, the CRDs and the minimal example, in the foreground; Ctrl-C stops it all.
+demo: deps
+	@scripts/demo.sh

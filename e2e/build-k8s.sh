@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the pinned control-plane binaries (kube-apiserver, kube-controller-manager,
-# kube-scheduler v1.33.13 and etcd v3.5.21) from the Go module proxy into
+# kube-scheduler, kubectl v1.33.13 and etcd v3.5.21) from the Go module proxy into
 # ~/.cache/pgha-e2e/<version>/, once: a binary that is already there is not rebuilt.
 set -euo pipefail
 cd "$(dirname "$0")/k8s"
@@ -13,9 +13,10 @@ declare -A packages=(
   [kube-apiserver]=k8s.io/kubernetes/cmd/kube-apiserver
   [kube-controller-manager]=k8s.io/kubernetes/cmd/kube-controller-manager
   [kube-scheduler]=k8s.io/kubernetes/cmd/kube-scheduler
+  [kubectl]=k8s.io/kubernetes/cmd/kubectl
   [etcd]=./etcd
 )
-for name in kube-apiserver kube-controller-manager kube-scheduler etcd; do
+for name in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd; do
   if [ ! -x "$out/$name" ]; then
     echo "building $name into $out" >&2
     # -trimpath and no debug info: smaller binaries; CGO off: static, like upstream's.

@@ -1,33 +1,34 @@
-//! A real Kubernetes control plane on loopback for pgha's end-to-end tests: etcd,
-//! kube-apiserver and kube-controller-manager built from the pinned upstream release by
-//! `e2e/build-k8s.sh`, each started as a child process on free ports, with its state in a
-//! temporary directory, and stopped when the [`ControlPlane`] is dropped.
+//! A real Kubernetes cluster on loopback for pgha's end-to-end tests and the demo.
 //!
-//! Still to come (issue "Local Kubernetes control plane"): the scheduler, the node agent that
-//! runs pods as processes, Service proxies and fault injection.
+//! - [`ControlPlane`]: etcd, kube-apiserver, kube-controller-manager and kube-scheduler built
+//!   from the pinned upstream release by `e2e/build-k8s.sh`, each a child process on free
+//!   ports with its state in a temporary directory, stopped when dropped.
+//! - [`Cluster`]: a control plane plus "proclet" node agents that run every pod scheduled to
+//!   their node as local processes (each pod with its own 127.x address and mount
+//!   namespace), a local volume provisioner, Service proxies on the loopback cluster IPs, and
+//!   fault injection.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod cluster;
+mod control_plane;
+mod env;
+mod images;
+pub mod net;
+mod node;
+mod pod;
+mod probe;
+mod process;
+mod provisioner;
+mod proxy;
+mod volumes;
 
-use tempfile::TempDir;
+pub use cluster::{
+    Cluster, ClusterOptions, Fault, PodRef, client, delete_now, inject, logs, service_address,
+    set_node_running,
+};
+pub use control_plane::{ControlPlane, KUBERNETES_VERSION, bin_dir};
+pub use images::{Image, ImageTable};
 
-/// The pinned Kubernetes release; `e2e/build-k8s.sh` builds it.
-pub const KUBERNETES_VERSION: &str = "v1.33.13";
-
-/// Where `e2e/build-k8s.sh` puts the binaries.
-pub fn bin_dir() -> PathBuf {
-    match std::env::var_os("PGHA_E2E_CACHE") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-            Path::new(&home).join(".cache/pgha-e2e")
-        }
-    }
-    .join(KUBERNETES_VERSION)
-}
-
+/// What went wrong, in words a person can act on.
 #[derive(Debug)]
 pub struct Error(String);
 
@@ -39,218 +40,12 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-fn fail(what: impl std::fmt::Display) -> Error {
+pub(crate) fn fail(what: impl std::fmt::Display) -> Error {
     Error(what.to_string())
 }
 
-/// A running etcd, kube-apiserver and kube-controller-manager.
-pub struct ControlPlane {
-    dir: TempDir,
-    children: Vec<Child>,
-    port: u16,
-}
-
-/// The bearer token of the admin user (group `system:masters`).
-const ADMIN_TOKEN: &str = "pgha-e2e-admin";
-
-impl ControlPlane {
-    /// Starts etcd and kube-apiserver, waits until the API server reports ready, then starts
-    /// the controller-manager.
-    pub fn start() -> Result<Self, Error> {
-        let bin = bin_dir();
-        for name in ["etcd", "kube-apiserver", "kube-controller-manager"] {
-            if !bin.join(name).is_file() {
-                return Err(fail(format!(
-                    "{} is missing: run e2e/build-k8s.sh (make test does)",
-                    bin.join(name).display()
-                )));
-            }
-        }
-        let dir = tempfile::tempdir().map_err(fail)?;
-        let mut plane = Self {
-            port: free_port()?,
-            children: Vec::new(),
-            dir,
-        };
-        let d = plane.dir.path().to_path_buf();
-        run(Command::new("openssl")
-            .args(["genrsa", "-out"])
-            .arg(d.join("sa.key"))
-            .arg("2048"))?;
-        run(Command::new("openssl")
-            .args(["rsa", "-pubout", "-in"])
-            .arg(d.join("sa.key"))
-            .arg("-out")
-            .arg(d.join("sa.pub")))?;
-        std::fs::write(
-            d.join("tokens.csv"),
-            format!("{ADMIN_TOKEN},admin,1,\"system:masters\"\n"),
-        )
-        .map_err(fail)?;
-
-        let (client, peer) = (free_port()?, free_port()?);
-        let etcd = Command::new(bin.join("etcd"))
-            .arg("--data-dir")
-            .arg(d.join("etcd"))
-            .arg(format!("--listen-client-urls=http://127.0.0.1:{client}"))
-            .arg(format!("--advertise-client-urls=http://127.0.0.1:{client}"))
-            .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer}"))
-            .arg(format!(
-                "--initial-advertise-peer-urls=http://127.0.0.1:{peer}"
-            ))
-            .arg(format!("--initial-cluster=default=http://127.0.0.1:{peer}"))
-            .arg("--unsafe-no-fsync")
-            .stdout(Stdio::null())
-            .stderr(log(&d, "etcd")?)
-            .spawn()
-            .map_err(fail)?;
-        plane.children.push(etcd);
-        let apiserver = Command::new(bin.join("kube-apiserver"))
-            .arg(format!("--etcd-servers=http://127.0.0.1:{client}"))
-            .args(["--bind-address=127.0.0.1", "--advertise-address=127.0.0.1"])
-            .arg(format!("--secure-port={}", plane.port))
-            .arg(format!("--cert-dir={}", d.join("certs").display()))
-            .arg(format!(
-                "--token-auth-file={}",
-                d.join("tokens.csv").display()
-            ))
-            .arg("--authorization-mode=Node,RBAC")
-            .arg("--service-account-issuer=https://kubernetes.default.svc")
-            .arg(format!(
-                "--service-account-key-file={}",
-                d.join("sa.pub").display()
-            ))
-            .arg(format!(
-                "--service-account-signing-key-file={}",
-                d.join("sa.key").display()
-            ))
-            .arg("--service-cluster-ip-range=10.96.0.0/24")
-            .stdout(Stdio::null())
-            .stderr(log(&d, "kube-apiserver")?)
-            .spawn()
-            .map_err(fail)?;
-        plane.children.push(apiserver);
-        plane.wait_ready(Duration::from_secs(60))?;
-        plane.write_kubeconfig()?;
-        // Garbage collection, namespaces, service-account tokens and the rest of the
-        // built-in controllers; no leader election with one instance, no serving port.
-        let controller_manager = Command::new(bin.join("kube-controller-manager"))
-            .arg(format!("--kubeconfig={}", plane.kubeconfig().display()))
-            .args(["--leader-elect=false", "--secure-port=0", "--controllers=*"])
-            .arg("--use-service-account-credentials=false")
-            .arg(format!(
-                "--root-ca-file={}",
-                d.join("certs/apiserver.crt").display()
-            ))
-            .arg(format!(
-                "--service-account-private-key-file={}",
-                d.join("sa.key").display()
-            ))
-            .stdout(Stdio::null())
-            .stderr(log(&d, "kube-controller-manager")?)
-            .spawn()
-            .map_err(fail)?;
-        plane.children.push(controller_manager);
-        Ok(plane)
-    }
-
-    /// The API server's URL.
-    pub fn server(&self) -> String {
-        format!("https://127.0.0.1:{}", self.port)
-    }
-
-    /// An admin kubeconfig that verifies the API server's certificate.
-    pub fn kubeconfig(&self) -> PathBuf {
-        self.dir.path().join("kubeconfig")
-    }
-
-    /// The end of a component's log, for failure messages.
-    pub fn log(&self, component: &str) -> String {
-        let text = std::fs::read_to_string(self.dir.path().join(format!("{component}.log")))
-            .unwrap_or_default();
-        text[text.len().saturating_sub(4000)..].to_string()
-    }
-
-    fn wait_ready(&mut self, within: Duration) -> Result<(), Error> {
-        let deadline = Instant::now() + within;
-        let cert = self.dir.path().join("certs/apiserver.crt");
-        loop {
-            for child in &mut self.children {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(fail(format!(
-                        "a control-plane process exited ({status}):\n{}\n{}",
-                        self.log("etcd"),
-                        self.log("kube-apiserver")
-                    )));
-                }
-            }
-            // The API server writes its self-signed certificate before it serves.
-            let ready = cert.is_file()
-                && Command::new("curl")
-                    .args(["-sf", "--max-time", "2", "--cacert"])
-                    .arg(&cert)
-                    .arg("-H")
-                    .arg(format!("Authorization: Bearer {ADMIN_TOKEN}"))
-                    .arg(format!("{}/readyz", self.server()))
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-            if ready {
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                return Err(fail(format!(
-                    "kube-apiserver not ready within {within:?}:\n{}",
-                    self.log("kube-apiserver")
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn write_kubeconfig(&self) -> Result<(), Error> {
-        let cert = self.dir.path().join("certs/apiserver.crt");
-        let kubeconfig = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    server: {}\n    \
-             certificate-authority: {}\nusers:\n- name: admin\n  user:\n    token: {ADMIN_TOKEN}\n\
-             contexts:\n- name: e2e\n  context:\n    cluster: e2e\n    user: admin\n\
-             current-context: e2e\n",
-            self.server(),
-            cert.display()
-        );
-        std::fs::write(self.kubeconfig(), kubeconfig).map_err(fail)
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        // The API server first, so it does not log etcd's disappearance.
-        for child in self.children.iter_mut().rev() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_port() -> Result<u16, Error> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(fail)?;
-    Ok(listener.local_addr().map_err(fail)?.port())
-}
-
-fn log(dir: &Path, component: &str) -> Result<std::fs::File, Error> {
-    std::fs::File::create(dir.join(format!("{component}.log"))).map_err(fail)
-}
-
-fn run(cmd: &mut Command) -> Result<(), Error> {
-    let out = cmd.output().map_err(fail)?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(fail(format!(
-            "{:?}: {}",
-            cmd,
-            String::from_utf8_lossy(&out.stderr)
-        )))
+impl From<String> for Error {
+    fn from(message: String) -> Self {
+        Error(message)
     }
 }
