@@ -9,6 +9,9 @@
 #[path = "../tests/agent/cluster.rs"]
 mod cluster;
 #[allow(dead_code)]
+#[path = "../tests/common/eventually.rs"]
+mod eventually;
+#[allow(dead_code)]
 #[path = "support/report.rs"]
 mod report;
 

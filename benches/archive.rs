@@ -14,6 +14,9 @@
 #[allow(dead_code)]
 #[path = "../tests/agent/cluster.rs"]
 mod cluster;
+#[allow(dead_code)]
+#[path = "../tests/common/eventually.rs"]
+mod eventually;
 #[path = "support/peers.rs"]
 mod peers;
 #[path = "../tests/archive/postmaster.rs"]

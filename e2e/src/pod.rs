@@ -665,6 +665,17 @@ impl Worker {
     }
 }
 
+/// The last 2 KiB of a log, from a line start, as the kubelet's FallbackToLogsOnError gives.
+fn log_tail(log: &std::path::Path) -> String {
+    let text = std::fs::read(log).unwrap_or_default();
+    let tail = &text[text.len().saturating_sub(2048)..];
+    let text = String::from_utf8_lossy(tail);
+    match text.find('\n') {
+        Some(start) if tail.len() == 2048 => text[start + 1..].to_string(),
+        _ => text.into_owned(),
+    }
+}
+
 fn pid_file(dir: &std::path::Path, container: &str) -> PathBuf {
     dir.join(format!("{container}.pid"))
 }
@@ -712,14 +723,18 @@ fn reap(run: &mut Run, policy: &str, ctx: &NodeCtx, dir: &std::path::Path) {
         .running
         .as_ref()
         .and_then(|r| r.started_at.clone());
+    // A failed container with this policy says why through the end of its log.
+    let fallback = run.spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+    let message =
+        (code != 0 && fallback).then(|| log_tail(&dir.join(format!("{}.log", run.spec.name))));
     let terminated = ContainerStateTerminated {
         exit_code: code,
+        message,
         signal: status.signal(),
         reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
         started_at,
         finished_at: Some(now()),
         container_id: pid.map(|pid| format!("proclet://{pid}")),
-        ..Default::default()
     };
     // Init containers always run again until they succeed, unless the policy is Never.
     let again = match policy {

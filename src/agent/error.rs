@@ -39,6 +39,8 @@ pub enum AgentError {
     Refused(String),
     #[error("credentials: {path}: {why}")]
     Credentials { path: PathBuf, why: String },
+    #[error("Kubernetes API: {0}")]
+    Kubernetes(String),
 }
 
 impl AgentError {

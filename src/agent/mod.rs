@@ -7,6 +7,7 @@ pub mod conf;
 pub(crate) mod error;
 mod files;
 pub mod http;
+pub mod kube;
 pub mod pgbin;
 pub mod postmaster;
 mod roles;

@@ -1,5 +1,7 @@
 //! The agent's main loop, as `pgha agent` runs it: bring the instance up, then carry out
-//! orders one step at a time until SIGTERM, which stops Postgres cleanly.
+//! orders one step at a time until SIGTERM, which stops Postgres cleanly. Orders come from a
+//! file or from the agent's PgInstance; in the second case what the agent observes goes to
+//! that PgInstance's status.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,6 +11,7 @@ use backon::{ExponentialBuilder, Retryable};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::error::{AgentError, Result};
+use super::kube::{ApiOrders, StatusWriter};
 use super::{Agent, Desired};
 use crate::plan::agent::{Current, Orders, Step, next_step};
 
@@ -30,6 +33,29 @@ impl OrdersFile {
     }
 }
 
+/// Where orders come from, and how often they are read.
+pub enum OrdersSource {
+    File(OrdersFile),
+    Api(ApiOrders),
+}
+
+impl OrdersSource {
+    pub fn read(&self) -> Result<Orders> {
+        match self {
+            Self::File(file) => file.read(),
+            Self::Api(api) => api.read(),
+        }
+    }
+
+    fn poll(&self) -> Duration {
+        match self {
+            Self::File(file) => file.poll,
+            // The watch keeps the orders current; reading them is a memory access.
+            Self::Api(_) => Duration::from_millis(200),
+        }
+    }
+}
+
 /// The role orders ask for.
 pub fn desired(orders: &Orders) -> Result<Desired> {
     Ok(match orders.upstream()? {
@@ -39,7 +65,11 @@ pub fn desired(orders: &Orders) -> Result<Desired> {
 }
 
 /// Runs until SIGTERM or SIGINT; then stops Postgres (smart, then fast) and returns.
-pub async fn run(agent: Arc<Agent>, orders: OrdersFile) -> Result<()> {
+pub async fn run(
+    agent: Arc<Agent>,
+    orders: OrdersSource,
+    status: Option<StatusWriter>,
+) -> Result<()> {
     let mut term =
         signal(SignalKind::terminate()).map_err(AgentError::io("listening for", "SIGTERM"))?;
     let mut int =
@@ -47,12 +77,22 @@ pub async fn run(agent: Arc<Agent>, orders: OrdersFile) -> Result<()> {
     let work = async {
         let first = orders.read()?;
         bring_up(&agent, &first).await;
+        let mut last_report = std::time::Instant::now();
         loop {
-            tokio::time::sleep(orders.poll).await;
+            tokio::time::sleep(orders.poll()).await;
             match orders.read() {
                 Ok(wanted) => step(&agent, &wanted).await,
                 Err(e) => {
                     tracing::error!(error = %e, "orders unreadable; keeping the current state")
+                }
+            }
+            // Status from Postgres once a second; written only when it changed.
+            if let Some(writer) = &status
+                && last_report.elapsed() >= Duration::from_secs(1)
+            {
+                last_report = std::time::Instant::now();
+                if let Err(e) = writer.publish(&agent.status().await).await {
+                    tracing::warn!(error = %e, "status not written; retrying");
                 }
             }
         }

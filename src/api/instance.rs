@@ -7,6 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{StorageSpec, resources_schema};
+use crate::plan::agent::{Endpoint, OrderedRole, Orders, PostgresConfig};
 
 /// One Postgres server of a PgCluster. Written by the operator, never by users.
 // clippy reads the repeated `type_ = …` of printcolumn(...) as duplicated attributes.
@@ -55,6 +56,30 @@ pub struct PgInstanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "resources_schema")]
     pub resources: Option<ResourceRequirements>,
+    /// The role the operator orders the instance's agent to hold.
+    #[serde(default)]
+    pub role: OrderedRole,
+    /// The primary a replica follows; unset until the primary serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<Endpoint>,
+    /// Stop accepting writes: set when this instance may no longer be primary.
+    #[serde(default)]
+    pub fenced: bool,
+    /// Postgres configuration, from the cluster's spec.
+    #[serde(default)]
+    pub config: PostgresConfig,
+}
+
+impl PgInstanceSpec {
+    /// What the agent is told.
+    pub fn orders(&self) -> Orders {
+        Orders {
+            role: self.role,
+            primary: self.primary.clone(),
+            fenced: self.fenced,
+            config: self.config.clone(),
+        }
+    }
 }
 
 /// Observed state of an instance, written by its agent and the operator.
@@ -70,6 +95,9 @@ pub struct PgInstanceStatus {
     /// What a person should know about the phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Failed attempts to initialise the data directory; retries back off by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_failures: Option<i32>,
     /// What the server is now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<InstanceRole>,
@@ -79,6 +107,9 @@ pub struct PgInstanceStatus {
     /// Postgres timeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<i64>,
+    /// Where the instance's Postgres listens (its pod's address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<Endpoint>,
     /// Postgres system identifier; equal on every instance of a cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub system_identifier: Option<String>,

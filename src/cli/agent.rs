@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::agent::run::{self, OrdersFile};
+use crate::agent::kube::{ApiOrders, StatusWriter};
+use crate::agent::run::{self, OrdersFile, OrdersSource};
 use crate::agent::settings::ArchiveCommands;
-use crate::agent::{Agent, Credentials, RunAs, Settings, Timeouts, http, pgbin};
+use crate::agent::{Agent, Credentials, Endpoint, RunAs, Settings, Timeouts, http, pgbin};
+use crate::plan::agent::Orders;
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
@@ -26,8 +28,22 @@ pub struct AgentArgs {
     #[arg(long, default_value = "/etc/pgha/secrets")]
     secrets_dir: PathBuf,
     /// Orders (role, primary, fenced, config) as JSON or YAML; re-read every second.
+    #[arg(
+        long,
+        required_unless_present = "orders_from_api",
+        conflicts_with = "orders_from_api"
+    )]
+    orders: Option<PathBuf>,
+    /// Orders from the spec of the PgInstance named --name in --namespace, watched with the
+    /// pod's ServiceAccount; the agent writes what it observes to that PgInstance's status.
     #[arg(long)]
-    orders: PathBuf,
+    orders_from_api: bool,
+    /// The PgInstance's namespace (with --orders-from-api).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// Create the data directory (initdb, or a clone of the primary) and exit: the init pod.
+    #[arg(long)]
+    init_only: bool,
     /// Address Postgres listens on.
     #[arg(long, default_value = "0.0.0.0")]
     listen: String,
@@ -51,12 +67,7 @@ pub struct AgentArgs {
 }
 
 pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    super::init_tracing();
     let bin_dir = args
         .pg_bin
         .or_else(pgbin::find_bin_dir)
@@ -78,24 +89,60 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
             .transpose()?,
     };
     let credentials = Credentials::from_dir(&args.secrets_dir)?;
-    let orders = OrdersFile {
-        path: args.orders,
-        poll: Duration::from_secs(1),
+    let endpoint = Endpoint {
+        host: settings.listen_address.clone(),
+        port: settings.port,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let first = orders.read()?;
+        let (orders, status) = match args.orders {
+            Some(path) => {
+                let file = OrdersFile {
+                    path,
+                    poll: Duration::from_secs(1),
+                };
+                (OrdersSource::File(file), None)
+            }
+            None => {
+                let client = kube::Client::try_default().await?;
+                let orders = ApiOrders::start(client.clone(), &args.namespace, &settings.name);
+                let status = StatusWriter::new(client, &args.namespace, &settings.name, endpoint);
+                (OrdersSource::Api(orders.await?), Some(status))
+            }
+        };
+        let first = if args.init_only {
+            wait_for_orders(&orders).await
+        } else {
+            orders.read()?
+        };
         let agent = Arc::new(Agent::new(
             settings,
             credentials,
             run::desired(&first)?,
             first.config.clone(),
         ));
+        if args.init_only {
+            let done = agent.bootstrap().await?;
+            tracing::info!(?done, "data directory ready");
+            return Ok(());
+        }
         let listener = tokio::net::TcpListener::bind(args.status_addr).await?;
         tokio::spawn(http::serve(agent.clone(), listener));
-        run::run(agent, orders).await?;
+        run::run(agent, orders, status).await?;
         Ok(())
     })
+}
+
+/// An init pod may start before its orders are complete (a replica before its primary
+/// serves): it waits for them.
+async fn wait_for_orders(orders: &OrdersSource) -> Orders {
+    loop {
+        match orders.read() {
+            Ok(orders) => return orders,
+            Err(e) => tracing::info!(error = %e, "waiting for complete orders"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// `pgha wal-push` / `wal-fetch` of this binary with the store file.

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod agent;
 mod archive;
 mod crd;
+mod operator;
 mod validate;
 
 /// pgha: a PostgreSQL high-availability operator for Kubernetes.
@@ -26,6 +27,8 @@ enum Command {
         #[arg(long)]
         out_dir: Option<PathBuf>,
     },
+    /// Run the operator: the PgCluster and PgInstance controllers, leader-elected.
+    Operator(operator::OperatorArgs),
     /// Run the instance agent: PID 1 of a Postgres pod.
     Agent(Box<agent::AgentArgs>),
     /// Check a PgCluster manifest offline with the checks the operator runs before planning.
@@ -49,12 +52,23 @@ enum Command {
     Retention(archive::RetentionArgs),
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+}
+
 /// Runs the parsed command line; the error is for a person to read.
 pub fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let done = |r: Result<(), _>| r.map(|()| ExitCode::SUCCESS);
     match cli.command {
         Command::Crd { out_dir } => done(crd::run(out_dir.as_deref())),
         Command::Validate { file } => done(validate::run(&file)),
+        Command::Operator(args) => done(operator::run(args)),
         Command::Agent(args) => done(agent::run(*args)),
         Command::WalPush(args) => archive::wal_push(args),
         Command::WalFetch(args) => Ok(archive::wal_fetch(args)),

@@ -2,24 +2,27 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The cluster-wide configuration an instance is given (what the cluster's ConfigMap holds).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PostgresConfig {
     /// `spec.postgresql.parameters`, before defaults are applied.
     pub parameters: BTreeMap<String, String>,
     /// `spec.postgresql.pgHba`.
     pub pg_hba: Vec<String>,
+    /// Rendered from `spec.replication.synchronous` over the current replicas.
     pub synchronous_standby_names: String,
     /// The other instances; a primary keeps a replication slot for each.
     pub members: Vec<String>,
 }
 
 /// Where a primary can be reached.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Endpoint {
+    /// The primary pod's address.
     pub host: String,
     pub port: u16,
 }
@@ -59,10 +62,14 @@ impl Orders {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The role an instance is told to hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum OrderedRole {
+    /// Accepts writes.
     Primary,
+    /// Follows the primary; what an instance is until the operator says otherwise.
+    #[default]
     Replica,
 }
 

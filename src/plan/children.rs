@@ -3,7 +3,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Secret, Service, ServiceAccount, ServicePort, ServiceSpec,
+};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
@@ -11,6 +14,7 @@ use thiserror::Error;
 
 use crate::api::validation::ValidCluster;
 use crate::api::{PgInstance, PgInstanceSpec};
+use crate::plan::agent::{Endpoint, OrderedRole, PostgresConfig};
 use crate::plan::config;
 use crate::plan::names::{self, SecretKind, ServiceKind};
 
@@ -30,6 +34,14 @@ pub struct FreshPasswords {
     pub replication: String,
 }
 
+/// The primary as the cluster controller knows it: the instance it chose, and where that
+/// instance serves once it does (replicas are told to follow only then).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Primary {
+    pub name: String,
+    pub endpoint: Option<Endpoint>,
+}
+
 /// Everything a cluster's reconcile applies.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Children {
@@ -37,6 +49,11 @@ pub struct Children {
     pub services: Vec<Service>,
     pub secrets: Vec<Secret>,
     pub config_map: ConfigMap,
+    /// The instance pods' identity: a ServiceAccount whose Role lets the agents read their
+    /// orders and write their status, and nothing else.
+    pub service_account: ServiceAccount,
+    pub role: Role,
+    pub role_binding: RoleBinding,
 }
 
 /// The image used when the spec names none.
@@ -50,19 +67,31 @@ pub fn children(
     valid: &ValidCluster<'_>,
     existing: &BTreeMap<String, BTreeMap<String, ByteString>>,
     fresh: &FreshPasswords,
+    primary: &Primary,
 ) -> Result<Children, PlanError> {
     let owner = valid
         .cluster
         .controller_owner_ref(&())
         .ok_or(PlanError::NoUid)?;
     Ok(Children {
-        instances: instances(valid, &owner),
+        instances: instances(valid, &owner, primary),
         services: ServiceKind::ALL
             .iter()
             .map(|kind| service(valid, &owner, *kind))
             .collect(),
         secrets: secrets(valid, &owner, existing, fresh),
         config_map: config_map(valid, &owner),
+        service_account: ServiceAccount {
+            metadata: meta(
+                valid,
+                &owner,
+                names::instance_account(valid.name),
+                "instance",
+            ),
+            ..ServiceAccount::default()
+        },
+        role: agent_role(valid, &owner),
+        role_binding: agent_role_binding(valid, &owner),
     })
 }
 
@@ -81,15 +110,29 @@ fn meta(
     }
 }
 
-fn instances(valid: &ValidCluster<'_>, owner: &OwnerReference) -> Vec<PgInstance> {
+fn instances(
+    valid: &ValidCluster<'_>,
+    owner: &OwnerReference,
+    primary: &Primary,
+) -> Vec<PgInstance> {
     let spec = &valid.cluster.spec;
     let image = spec
         .image
         .clone()
         .unwrap_or_else(|| default_image(spec.postgres_version));
+    let all: Vec<String> = (1..=spec.instances)
+        .map(|ordinal| names::instance(valid.name, ordinal))
+        .collect();
     (1..=spec.instances)
         .map(|ordinal| {
             let name = names::instance(valid.name, ordinal);
+            let is_primary = name == primary.name;
+            let config = PostgresConfig {
+                parameters: spec.postgresql.parameters.clone(),
+                pg_hba: spec.postgresql.pg_hba.clone(),
+                synchronous_standby_names: config::synchronous_standby_names(valid.name, spec),
+                members: all.iter().filter(|m| **m != name).cloned().collect(),
+            };
             let mut metadata = meta(valid, owner, name.clone(), "instance");
             metadata
                 .labels
@@ -104,6 +147,14 @@ fn instances(valid: &ValidCluster<'_>, owner: &OwnerReference) -> Vec<PgInstance
                     image: image.clone(),
                     storage: spec.storage.clone(),
                     resources: spec.resources.clone(),
+                    role: if is_primary {
+                        OrderedRole::Primary
+                    } else {
+                        OrderedRole::Replica
+                    },
+                    primary: (!is_primary).then(|| primary.endpoint.clone()).flatten(),
+                    fenced: false,
+                    config,
                 },
                 status: None,
             }
@@ -221,6 +272,45 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
+fn agent_role(valid: &ValidCluster<'_>, owner: &OwnerReference) -> Role {
+    let rule = |resources: &str, verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec!["pgha.dev".into()]),
+        resources: Some(vec![resources.into()]),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..PolicyRule::default()
+    };
+    Role {
+        metadata: meta(
+            valid,
+            owner,
+            names::instance_account(valid.name),
+            "instance",
+        ),
+        rules: Some(vec![
+            rule("pginstances", &["get", "list", "watch"]),
+            rule("pginstances/status", &["get", "patch"]),
+        ]),
+    }
+}
+
+fn agent_role_binding(valid: &ValidCluster<'_>, owner: &OwnerReference) -> RoleBinding {
+    let name = names::instance_account(valid.name);
+    RoleBinding {
+        metadata: meta(valid, owner, name.clone(), "instance"),
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "Role".into(),
+            name: name.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name,
+            namespace: Some(valid.namespace.to_string()),
+            ..Subject::default()
+        }]),
+    }
+}
+
 fn config_map(valid: &ValidCluster<'_>, owner: &OwnerReference) -> ConfigMap {
     let spec = &valid.cluster.spec;
     let mut operator = BTreeMap::new();
@@ -260,9 +350,16 @@ mod tests {
         }
     }
 
+    fn first_primary() -> Primary {
+        Primary {
+            name: "orders-1".into(),
+            endpoint: None,
+        }
+    }
+
     fn plan(c: &PgCluster, existing: &BTreeMap<String, BTreeMap<String, ByteString>>) -> Children {
         let valid = validate(c).expect("valid");
-        children(&valid, existing, &fresh()).expect("plan")
+        children(&valid, existing, &fresh(), &first_primary()).expect("plan")
     }
 
     fn secret_value(children: &Children, name: &str, key: &str) -> String {
@@ -300,6 +397,41 @@ mod tests {
         assert_eq!(labels[names::LABEL_CLUSTER], "orders");
         assert_eq!(labels[names::LABEL_PG_INSTANCE], "orders-2");
         assert_eq!(labels[names::LABEL_MANAGED_BY], "pgha");
+    }
+
+    #[test]
+    fn the_chosen_primary_leads_and_replicas_follow_once_it_serves() {
+        let c = cluster(
+            "orders",
+            serde_json::json!({"instances": 3, "replication": {"synchronous": {"mode": "quorum", "number": 1}},
+            "postgresql": {"parameters": {"work_mem": "8MB"}}}),
+        );
+        let valid = validate(&c).unwrap();
+        let endpoint = Endpoint {
+            host: "127.1.0.9".into(),
+            port: 5432,
+        };
+        let mut primary = Primary {
+            name: "orders-2".into(),
+            endpoint: None,
+        };
+        let waiting = children(&valid, &BTreeMap::new(), &fresh(), &primary).unwrap();
+        assert!(waiting.instances.iter().all(|i| i.spec.primary.is_none()));
+        primary.endpoint = Some(endpoint.clone());
+        let out = children(&valid, &BTreeMap::new(), &fresh(), &primary).unwrap();
+        let roles: Vec<_> = out.instances.iter().map(|i| i.spec.role).collect();
+        use OrderedRole::{Primary as P, Replica as R};
+        assert_eq!(roles, [R, P, R]);
+        assert_eq!(out.instances[0].spec.primary, Some(endpoint.clone()));
+        assert_eq!(out.instances[1].spec.primary, None);
+        let config = &out.instances[0].spec.config;
+        assert_eq!(config.members, ["orders-2", "orders-3"]);
+        assert_eq!(config.parameters["work_mem"], "8MB");
+        assert_eq!(
+            config.synchronous_standby_names,
+            "ANY 1 (\"orders-1\", \"orders-2\", \"orders-3\")"
+        );
+        assert!(out.instances.iter().all(|i| !i.spec.fenced));
     }
 
     #[test]
@@ -505,7 +637,7 @@ mod tests {
         c.metadata.uid = None;
         let valid = validate(&c).expect("valid");
         assert_eq!(
-            children(&valid, &BTreeMap::new(), &fresh()),
+            children(&valid, &BTreeMap::new(), &fresh(), &first_primary()),
             Err(PlanError::NoUid)
         );
     }

@@ -4,8 +4,10 @@
 pub mod agent;
 pub mod children;
 pub mod config;
+pub mod instance;
 pub mod names;
 pub mod recovery;
 pub mod restart;
 pub mod retention;
+pub mod status;
 pub mod wal;

@@ -104,3 +104,13 @@ pub fn labels(cluster: &str, component: &str) -> BTreeMap<String, String> {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
 }
+
+/// The ServiceAccount the instance pods of a cluster run as (and its Role and RoleBinding).
+pub fn instance_account(cluster: &str) -> String {
+    format!("{cluster}-instance")
+}
+
+/// The pod that creates an instance's data directory.
+pub fn init_pod(instance: &str) -> String {
+    format!("{instance}-init")
+}

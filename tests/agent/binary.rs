@@ -10,7 +10,8 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
-use crate::cluster::{Workspace, eventually, wait_for_row};
+use crate::cluster::{Workspace, wait_for_row};
+use crate::eventually::eventually;
 
 /// A GET on the agent's status port: (status code, body).
 async fn get(addr: &str, path: &str) -> Option<(u16, String)> {

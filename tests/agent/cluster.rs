@@ -4,12 +4,14 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgha::agent::{
     Agent, Credentials, Desired, Endpoint, PostgresConfig, RunAs, Secret, Settings, Timeouts, pgbin,
 };
 use tempfile::TempDir;
+
+pub use crate::eventually::eventually;
 use tokio_postgres::{Client, NoTls};
 
 pub const SUPERUSER_PASSWORD: &str = "su-pass:with\\odd chars";
@@ -193,25 +195,6 @@ async fn superuser(mut config: tokio_postgres::Config) -> Result<Client, tokio_p
         .await?;
     tokio::spawn(connection);
     Ok(client)
-}
-
-/// Polls `check` until it returns `Some`, or panics after `within` with `what`.
-pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A digest of a table's rows in id order, to compare contents across instances.

@@ -5,6 +5,8 @@ mod binary;
 #[allow(dead_code)]
 mod cluster;
 mod config;
+#[path = "../common/eventually.rs"]
+mod eventually;
 mod fencing;
 mod replication;
 mod supervision;

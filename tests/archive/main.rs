@@ -5,6 +5,8 @@
 #[allow(dead_code)]
 #[path = "../agent/cluster.rs"]
 mod cluster;
+#[path = "../common/eventually.rs"]
+mod eventually;
 mod integrity;
 mod outage;
 mod pitr;

@@ -1,0 +1,144 @@
+//! The agent's side of the Kubernetes API: its orders are the spec of its PgInstance, watched
+//! with the pod's ServiceAccount, and what it observes goes to that PgInstance's status —
+//! server-side applied under its own field manager, and only when it changed.
+
+use std::sync::Mutex;
+
+use futures::StreamExt;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use serde_json::json;
+use tokio::task::JoinHandle;
+
+use super::error::{AgentError, Result};
+use super::status::Status;
+use crate::api::PgInstance;
+use crate::plan::agent::{Endpoint, Orders};
+
+/// The field manager of what the agent writes.
+pub const FIELD_MANAGER: &str = "pgha-agent";
+
+/// Orders from the PgInstance named like the agent, kept current by a watch.
+pub struct ApiOrders {
+    store: Store<PgInstance>,
+    namespace: String,
+    name: String,
+    watch: JoinHandle<()>,
+}
+
+impl Drop for ApiOrders {
+    fn drop(&mut self) {
+        self.watch.abort();
+    }
+}
+
+fn api_error(what: String) -> impl FnOnce(kube::Error) -> AgentError {
+    move |e| AgentError::Kubernetes(format!("{what}: {e}"))
+}
+
+impl ApiOrders {
+    /// Starts watching and waits for the first list.
+    pub async fn start(client: Client, namespace: &str, name: &str) -> Result<Self> {
+        let api: Api<PgInstance> = Api::namespaced(client, namespace);
+        let (store, writer) = reflector::store();
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let events = reflector::reflector(writer, watcher(api, config))
+            .default_backoff()
+            .applied_objects()
+            .for_each(|_| async {});
+        let watch = tokio::spawn(events);
+        store
+            .wait_until_ready()
+            .await
+            .map_err(|e| AgentError::Kubernetes(format!("watching PgInstance {name}: {e}")))?;
+        Ok(Self {
+            store,
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            watch,
+        })
+    }
+
+    pub fn read(&self) -> Result<Orders> {
+        let instance = self
+            .store
+            .state()
+            .into_iter()
+            .find(|i| i.metadata.name.as_deref() == Some(&self.name))
+            .ok_or_else(|| {
+                AgentError::Refused(format!(
+                    "PgInstance {}/{} does not exist (or this ServiceAccount may not watch it)",
+                    self.namespace, self.name
+                ))
+            })?;
+        let orders = instance.spec.orders();
+        super::run::desired(&orders)?;
+        Ok(orders)
+    }
+}
+
+/// Writes the agent's observations to its PgInstance's status when they change.
+pub struct StatusWriter {
+    api: Api<PgInstance>,
+    name: String,
+    endpoint: Endpoint,
+    last: Mutex<Option<serde_json::Value>>,
+}
+
+impl StatusWriter {
+    pub fn new(client: Client, namespace: &str, name: &str, endpoint: Endpoint) -> Self {
+        Self {
+            api: Api::namespaced(client, namespace),
+            name: name.to_string(),
+            endpoint,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// The status fields the agent owns, from a status report.
+    fn fields(&self, status: &Status) -> serde_json::Value {
+        let server = status.server.as_ref();
+        json!({
+            "role": status.role,
+            "ready": status.ready,
+            "endpoint": self.endpoint,
+            "timeline": server.and_then(|s| s.timeline),
+            "systemIdentifier": server.map(|s| &s.system_identifier),
+            "currentLsn": server.and_then(|s| s.current_lsn.as_ref().or(s.replayed_lsn.as_ref())),
+            "receivedLsn": server.and_then(|s| s.received_lsn.as_ref()),
+            "lagBytes": server.and_then(|s| s.lag_bytes),
+            "pendingRestart": server.is_some_and(|s| !s.pending_restart.is_empty()),
+        })
+    }
+
+    pub async fn publish(&self, status: &Status) -> Result<()> {
+        let mut fields = self.fields(status);
+        // Absent rather than null: a field the agent stops reporting is removed.
+        if let Some(map) = fields.as_object_mut() {
+            map.retain(|_, v| !v.is_null());
+        }
+        if self.last.lock().unwrap_or_else(|e| e.into_inner()).as_ref() == Some(&fields) {
+            return Ok(());
+        }
+        let patch = json!({
+            "apiVersion": "pgha.dev/v1",
+            "kind": "PgInstance",
+            "status": fields,
+        });
+        self.api
+            .patch_status(
+                &self.name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(api_error(format!(
+                "writing the status of PgInstance {}",
+                self.name
+            )))?;
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(fields);
+        Ok(())
+    }
+}

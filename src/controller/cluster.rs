@@ -1,0 +1,230 @@
+//! The cluster controller: PgCluster → PgInstances, Services, Secrets, ConfigMap and the
+//! instances' ServiceAccount, Role and RoleBinding (server-side applied as `pgha/cluster`),
+//! pruned when no longer wanted, and the cluster's status from its instances.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::apply::{apply, prune};
+use super::{Context, Error};
+use crate::api::instance::InstanceRole;
+use crate::api::validation::validate;
+use crate::api::{PgCluster, PgInstance};
+use crate::plan::children::{FreshPasswords, Primary, children};
+use crate::plan::{names, status};
+
+pub const FIELD_MANAGER: &str = "pgha/cluster";
+
+/// Runs the controller until shutdown.
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let ours = watcher::Config::default().labels(&format!("{}=pgha", names::LABEL_MANAGED_BY));
+    Controller::new(
+        Api::<PgCluster>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<PgInstance>::all(client.clone()), ours.clone())
+    .owns(Api::<Service>::all(client.clone()), ours.clone())
+    .owns(Api::<Secret>::all(client.clone()), ours.clone())
+    .owns(Api::<ConfigMap>::all(client), ours)
+    .shutdown_on_signal()
+    .run(reconcile, error_policy, ctx)
+    .for_each(|_| async {})
+    .await;
+}
+
+fn error_policy(cluster: Arc<PgCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .cluster_errors
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(cluster = %cluster.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// 24 random bytes as 48 hex characters.
+fn password() -> Result<String, Error> {
+    use std::io::Read;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(Error::Random)?;
+    Ok(hex::encode(bytes))
+}
+
+#[tracing::instrument(skip_all, fields(cluster = %cluster.name_any()))]
+async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics
+        .cluster_reconciles
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if cluster.metadata.deletion_timestamp.is_some() {
+        // Owner references take everything with it.
+        return Ok(Action::await_change());
+    }
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().ok_or_else(|| Error::NoNamespace {
+        kind: "PgCluster",
+        name: name.clone(),
+    })?;
+    let client = &ctx.client;
+    let clusters: Api<PgCluster> = Api::namespaced(client.clone(), &namespace);
+    let previous = cluster.status.clone().unwrap_or_default();
+    let generation = cluster.metadata.generation;
+    let reference = cluster.object_ref(&());
+
+    let valid = match validate(&cluster) {
+        Ok(valid) => valid,
+        Err(errors) => {
+            let message = errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            let refused = status::refused(
+                &previous,
+                generation,
+                "InvalidSpec",
+                message.clone(),
+                &now(),
+            );
+            if refused != previous {
+                ctx.event(&reference, true, "InvalidSpec", message).await;
+                write_status(&clusters, &name, &refused).await?;
+            }
+            // Nothing is touched until the spec changes.
+            return Ok(Action::await_change());
+        }
+    };
+
+    let selector = format!("{}={name}", names::LABEL_CLUSTER);
+    let list = ListParams::default().labels(&selector);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let existing: BTreeMap<_, _> = secrets
+        .list(&list)
+        .await?
+        .into_iter()
+        .map(|s| (s.name_any(), s.data.unwrap_or_default()))
+        .collect();
+    let instances_api: Api<PgInstance> = Api::namespaced(client.clone(), &namespace);
+    let observed = instances_api.list(&list).await?.items;
+
+    // The first primary is the first instance; once chosen it is kept in the status.
+    let primary_name = previous
+        .current_primary
+        .clone()
+        .unwrap_or_else(|| names::instance(&name, 1));
+    if previous.current_primary.is_none() {
+        ctx.event(
+            &reference,
+            false,
+            "PrimaryChosen",
+            format!("{primary_name} is the first primary"),
+        )
+        .await;
+    }
+    let endpoint = observed
+        .iter()
+        .find(|i| i.name_any() == primary_name)
+        .and_then(|i| i.status.clone())
+        .filter(|s| s.ready && s.role == Some(InstanceRole::Primary))
+        .and_then(|s| s.endpoint);
+    let fresh = FreshPasswords {
+        superuser: password()?,
+        app: password()?,
+        replication: password()?,
+    };
+    let primary = Primary {
+        name: primary_name.clone(),
+        endpoint,
+    };
+    let wanted = children(&valid, &existing, &fresh, &primary)?;
+
+    apply(client, FIELD_MANAGER, &wanted.service_account).await?;
+    apply(client, FIELD_MANAGER, &wanted.role).await?;
+    apply(client, FIELD_MANAGER, &wanted.role_binding).await?;
+    for secret in &wanted.secrets {
+        apply(client, FIELD_MANAGER, secret).await?;
+    }
+    apply(client, FIELD_MANAGER, &wanted.config_map).await?;
+    for service in &wanted.services {
+        apply(client, FIELD_MANAGER, service).await?;
+    }
+    let mut applied = Vec::new();
+    for instance in &wanted.instances {
+        let fresh = !observed.iter().any(|i| i.name_any() == instance.name_any());
+        applied.push(apply(client, FIELD_MANAGER, instance).await?);
+        if fresh {
+            let note = format!("created instance {}", instance.name_any());
+            ctx.event(&reference, false, "InstanceCreated", note).await;
+        }
+    }
+
+    // Instances beyond `instances` go, the primary never (it would be switched over first).
+    let mut keep: Vec<String> = applied.iter().map(ResourceExt::name_any).collect();
+    keep.push(primary_name.clone());
+    for gone in prune::<PgInstance>(client, &namespace, &selector, &keep).await? {
+        ctx.event(
+            &reference,
+            false,
+            "InstanceRemoved",
+            format!("removed instance {gone}"),
+        )
+        .await;
+    }
+
+    let mut current: Vec<PgInstance> = applied;
+    current.sort_by_key(|i| i.spec.ordinal);
+    let next = status::observed(
+        &previous,
+        generation,
+        cluster.spec.instances,
+        &primary_name,
+        &current,
+        &now(),
+    );
+    if next != previous {
+        if next.phase != previous.phase {
+            let note = format!("phase {:?}: {}", next.phase, next.conditions[0].message);
+            ctx.event(&reference, false, "PhaseChanged", note).await;
+        }
+        write_status(&clusters, &name, &next).await?;
+    }
+    let settled = next.ready_instances == cluster.spec.instances;
+    Ok(Action::requeue(Duration::from_secs(if settled {
+        60
+    } else {
+        5
+    })))
+}
+
+async fn write_status(
+    api: &Api<PgCluster>,
+    name: &str,
+    status: &crate::api::cluster::PgClusterStatus,
+) -> Result<(), Error> {
+    let patch = json!({
+        "apiVersion": "pgha.dev/v1",
+        "kind": "PgCluster",
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! Why a reconcile failed; the error policy backs off per object and counts it.
+
+use crate::plan::children::PlanError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("{kind} {name} has no namespace")]
+    NoNamespace { kind: &'static str, name: String },
+    #[error("reading random bytes for passwords: {0}")]
+    Random(std::io::Error),
+}

@@ -1,0 +1,228 @@
+//! The instance controller: PgInstance → PVC → init pod → server pod, as `plan::instance`
+//! decides; the server pod's `pgha.dev/role` label follows what the agent reports, so the
+//! `-rw` and `-ro` Services select only an instance whose orders and reality agree.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::apply::apply;
+use super::{Context, Error};
+use crate::api::PgInstance;
+use crate::api::instance::InstanceRole;
+use crate::plan::agent::OrderedRole;
+use crate::plan::instance::{self, Action as Step, PodKind, PodPhase, PodState};
+use crate::plan::names;
+
+pub const FIELD_MANAGER: &str = "pgha/instance";
+
+pub async fn run(ctx: Arc<Context>) {
+    let client = ctx.client.clone();
+    let ours = watcher::Config::default().labels(&format!("{}=pgha", names::LABEL_MANAGED_BY));
+    Controller::new(
+        Api::<PgInstance>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Pod>::all(client.clone()), ours.clone())
+    .owns(Api::<PersistentVolumeClaim>::all(client), ours)
+    .shutdown_on_signal()
+    .run(reconcile, error_policy, ctx)
+    .for_each(|_| async {})
+    .await;
+}
+
+fn error_policy(instance: Arc<PgInstance>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .instance_errors
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(instance = %instance.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// A pod as `plan::instance` sees it.
+fn state(pod: &Pod) -> PodState {
+    let status = pod.status.clone().unwrap_or_default();
+    let phase = match status.phase.as_deref() {
+        Some("Running") => PodPhase::Running,
+        Some("Succeeded") => PodPhase::Succeeded,
+        Some("Failed") => PodPhase::Failed,
+        _ => PodPhase::Pending,
+    };
+    let terminated = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .find_map(|c| c.state.as_ref()?.terminated.clone());
+    let message = match &terminated {
+        Some(t) => {
+            let said = t.message.clone().unwrap_or_default();
+            let last_lines: Vec<&str> = said.trim().lines().rev().take(3).collect();
+            let said: Vec<&str> = last_lines.into_iter().rev().collect();
+            format!(
+                "exit code {} ({}){}",
+                t.exit_code,
+                t.reason.clone().unwrap_or_default(),
+                if said.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", said.join(" / "))
+                }
+            )
+        }
+        None => status.message.clone().unwrap_or_default(),
+    };
+    let finished_seconds_ago = terminated.and_then(|t| t.finished_at).map(|at| {
+        k8s_openapi::jiff::Timestamp::now()
+            .duration_since(at.0)
+            .as_secs()
+            .max(0) as u64
+    });
+    PodState {
+        phase,
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+        message,
+        finished_seconds_ago,
+    }
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none()
+        && pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// The role label the server pod should carry: only when orders and the agent agree.
+fn role_label(instance: &PgInstance) -> Option<&'static str> {
+    let reported = instance.status.as_ref().and_then(|s| s.role);
+    match (instance.spec.role, reported) {
+        (OrderedRole::Primary, Some(InstanceRole::Primary)) => Some(names::ROLE_PRIMARY),
+        (OrderedRole::Replica, Some(InstanceRole::Replica)) => Some(names::ROLE_REPLICA),
+        _ => None,
+    }
+}
+
+#[tracing::instrument(skip_all, fields(instance = %instance.name_any()))]
+async fn reconcile(instance: Arc<PgInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
+    ctx.metrics
+        .instance_reconciles
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if instance.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let name = instance.name_any();
+    let namespace = instance.namespace().ok_or_else(|| Error::NoNamespace {
+        kind: "PgInstance",
+        name: name.clone(),
+    })?;
+    let Some(owner) = instance.controller_owner_ref(&()) else {
+        return Ok(Action::await_change());
+    };
+    let client = &ctx.client;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    apply(client, FIELD_MANAGER, &instance::pvc(&instance, &owner)).await?;
+    let init_name = names::init_pod(&name);
+    let init_pod = pods.get_opt(&init_name).await?;
+    let server_pod = pods.get_opt(&name).await?;
+    let decision = instance::next(&instance::Observed {
+        instance: &instance,
+        init_pod: init_pod.as_ref().map(state),
+        server_pod: server_pod.as_ref().map(state),
+    });
+    let reference = instance.object_ref(&());
+    let mut failures = instance
+        .status
+        .as_ref()
+        .and_then(|s| s.init_failures)
+        .unwrap_or(0);
+    for step in &decision.actions {
+        match step {
+            Step::CreateInitPod => {
+                apply(
+                    client,
+                    FIELD_MANAGER,
+                    &instance::pod(&instance, &owner, PodKind::Init),
+                )
+                .await?;
+                let note = format!("init pod {init_name}: {}", decision.message);
+                ctx.event(&reference, false, "Initializing", note).await;
+            }
+            Step::CreateServerPod => {
+                apply(
+                    client,
+                    FIELD_MANAGER,
+                    &instance::pod(&instance, &owner, PodKind::Server),
+                )
+                .await?;
+                ctx.event(&reference, false, "Starting", format!("created pod {name}"))
+                    .await;
+            }
+            Step::DeleteInitPod { failed } => {
+                pods.delete(&init_name, &DeleteParams::background()).await?;
+                if *failed {
+                    failures += 1;
+                    ctx.event(&reference, true, "InitFailed", decision.message.clone())
+                        .await;
+                }
+            }
+            Step::DeleteServerPod => {
+                pods.delete(&name, &DeleteParams::background()).await?;
+                ctx.event(&reference, true, "Restarting", decision.message.clone())
+                    .await;
+            }
+        }
+    }
+    if let Some(pod) = &server_pod {
+        let wanted = role_label(&instance);
+        let current = pod.labels().get(names::LABEL_ROLE).map(String::as_str);
+        if current != wanted && pod.metadata.deletion_timestamp.is_none() {
+            let patch = json!({"metadata": {"labels": {names::LABEL_ROLE: wanted}}});
+            pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+    }
+    let status = instance.status.clone().unwrap_or_default();
+    // The agent reports ready; a pod that is gone or failing its probe cannot say otherwise.
+    let stale_ready = status.ready && !server_pod.as_ref().is_some_and(pod_ready);
+    let changed = status.phase != Some(decision.phase)
+        || status.reason.as_deref() != Some(decision.reason)
+        || status.message.as_deref() != Some(decision.message.as_str())
+        || status.init_failures.unwrap_or(0) != failures
+        || stale_ready;
+    if changed {
+        let mut fields = json!({
+            "phase": decision.phase,
+            "reason": decision.reason,
+            "message": decision.message,
+            "initFailures": failures,
+            "observedGeneration": instance.metadata.generation,
+        });
+        if stale_ready {
+            fields["ready"] = json!(false);
+        }
+        let patch = json!({
+            "apiVersion": "pgha.dev/v1",
+            "kind": "PgInstance",
+            "status": fields,
+        });
+        Api::<PgInstance>::namespaced(client.clone(), &namespace)
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await?;
+    }
+    Ok(Action::requeue(
+        decision.requeue.unwrap_or(Duration::from_secs(30)),
+    ))
+}

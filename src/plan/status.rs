@@ -1,0 +1,263 @@
+//! A cluster's status from its instances: phase, primary, per-instance summary and the
+//! `Ready` / `Progressing` / `Degraded` conditions, whose transition times only move when
+//! their status does.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::PgInstance;
+use crate::api::cluster::{ClusterPhase, InstanceSummary, PgClusterStatus};
+use crate::api::instance::{InstancePhase, InstanceRole};
+
+/// A condition with `lastTransitionTime` kept from `previous` when the status is unchanged.
+pub fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let since = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    Condition {
+        type_: type_.into(),
+        status,
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
+
+/// The status of a cluster whose spec passed validation.
+pub fn observed(
+    previous: &PgClusterStatus,
+    generation: Option<i64>,
+    wanted: i32,
+    primary: &str,
+    instances: &[PgInstance],
+    now: &Time,
+) -> PgClusterStatus {
+    let summaries: Vec<InstanceSummary> = instances
+        .iter()
+        .map(|i| {
+            let s = i.status.clone().unwrap_or_default();
+            InstanceSummary {
+                name: i.metadata.name.clone().unwrap_or_default(),
+                role: s.role,
+                ready: s.ready,
+                timeline: s.timeline,
+                lsn: s.current_lsn,
+                lag_bytes: s.lag_bytes,
+            }
+        })
+        .collect();
+    let ready = summaries.iter().filter(|s| s.ready).count() as i32;
+    let primary_serves = summaries
+        .iter()
+        .any(|s| s.name == primary && s.ready && s.role == Some(InstanceRole::Primary));
+    let failed: Vec<String> = instances
+        .iter()
+        .filter(|i| i.status.as_ref().and_then(|s| s.phase) == Some(InstancePhase::Failed))
+        .map(|i| {
+            let s = i.status.clone().unwrap_or_default();
+            format!(
+                "{}: {}",
+                i.metadata.name.clone().unwrap_or_default(),
+                s.message.unwrap_or_default()
+            )
+        })
+        .collect();
+    let all_ready = primary_serves && ready == wanted && instances.len() as i32 == wanted;
+    let was_healthy = previous.phase.is_some_and(|p| p != ClusterPhase::Creating);
+    let phase = match (all_ready, primary_serves) {
+        (true, _) => ClusterPhase::Healthy,
+        (false, true) if was_healthy || !failed.is_empty() => ClusterPhase::Degraded,
+        (false, _) if was_healthy => ClusterPhase::Degraded,
+        (false, _) => ClusterPhase::Creating,
+    };
+    let progress = format!("{ready} of {wanted} instances ready; primary {primary}");
+    let conditions = vec![
+        condition(
+            &previous.conditions,
+            "Ready",
+            all_ready,
+            if all_ready {
+                "ClusterReady"
+            } else {
+                "InstancesNotReady"
+            },
+            progress.clone(),
+            generation,
+            now,
+        ),
+        condition(
+            &previous.conditions,
+            "Progressing",
+            !all_ready,
+            if all_ready {
+                "Converged"
+            } else {
+                "Reconciling"
+            },
+            progress,
+            generation,
+            now,
+        ),
+        condition(
+            &previous.conditions,
+            "Degraded",
+            !failed.is_empty(),
+            if failed.is_empty() {
+                "NoFailures"
+            } else {
+                "InstanceFailed"
+            },
+            if failed.is_empty() {
+                "no instance has failed".into()
+            } else {
+                failed.join("; ")
+            },
+            generation,
+            now,
+        ),
+    ];
+    PgClusterStatus {
+        phase: Some(phase),
+        current_primary: Some(primary.to_string()),
+        target_primary: Some(primary.to_string()),
+        ready_instances: ready,
+        instances: summaries,
+        conditions,
+        observed_generation: generation,
+        ..previous.clone()
+    }
+}
+
+/// The status of a cluster whose spec the operator cannot carry out: `Ready=False` with the
+/// reason and what to fix; everything else as it was.
+pub fn refused(
+    previous: &PgClusterStatus,
+    generation: Option<i64>,
+    reason: &str,
+    message: String,
+    now: &Time,
+) -> PgClusterStatus {
+    let mut conditions: Vec<Condition> = previous
+        .conditions
+        .iter()
+        .filter(|c| c.type_ != "Ready")
+        .cloned()
+        .collect();
+    conditions.insert(
+        0,
+        condition(
+            &previous.conditions,
+            "Ready",
+            false,
+            reason,
+            message,
+            generation,
+            now,
+        ),
+    );
+    PgClusterStatus {
+        phase: Some(ClusterPhase::Failed),
+        conditions,
+        observed_generation: generation,
+        ..previous.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{PgInstanceSpec, PgInstanceStatus};
+
+    fn at(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn instance(name: &str, role: InstanceRole, ready: bool) -> PgInstance {
+        let spec: PgInstanceSpec = serde_json::from_value(serde_json::json!({
+            "cluster": "orders", "ordinal": 1, "postgresVersion": 15,
+            "image": "pgha/postgres:15", "storage": {"size": "1Gi"},
+        }))
+        .unwrap();
+        let mut i = PgInstance::new(name, spec);
+        i.status = Some(PgInstanceStatus {
+            role: Some(role),
+            ready,
+            timeline: Some(1),
+            lag_bytes: (role == InstanceRole::Replica).then_some(0),
+            ..Default::default()
+        });
+        i
+    }
+
+    fn get<'a>(status: &'a PgClusterStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn creating_then_healthy_then_degraded() {
+        use InstanceRole::*;
+        let start = PgClusterStatus::default();
+        let one = [instance("orders-1", Primary, true)];
+        let creating = observed(&start, Some(1), 3, "orders-1", &one, &at(10));
+        assert_eq!(creating.phase, Some(ClusterPhase::Creating));
+        assert_eq!(get(&creating, "Ready").status, "False");
+        assert_eq!(
+            get(&creating, "Ready").message,
+            "1 of 3 instances ready; primary orders-1"
+        );
+        let all = [
+            instance("orders-1", Primary, true),
+            instance("orders-2", Replica, true),
+            instance("orders-3", Replica, true),
+        ];
+        let healthy = observed(&creating, Some(1), 3, "orders-1", &all, &at(20));
+        assert_eq!(healthy.phase, Some(ClusterPhase::Healthy));
+        assert_eq!(healthy.ready_instances, 3);
+        assert_eq!(get(&healthy, "Ready").last_transition_time, at(20));
+        // Unchanged conditions keep their transition time.
+        assert_eq!(get(&healthy, "Degraded").last_transition_time, at(10));
+        let again = observed(&healthy, Some(1), 3, "orders-1", &all, &at(30));
+        assert_eq!(get(&again, "Ready").last_transition_time, at(20));
+        let lost = [
+            all[0].clone(),
+            all[1].clone(),
+            instance("orders-3", Replica, false),
+        ];
+        let degraded = observed(&again, Some(2), 3, "orders-1", &lost, &at(40));
+        assert_eq!(degraded.phase, Some(ClusterPhase::Degraded));
+        assert_eq!(get(&degraded, "Ready").observed_generation, Some(2));
+        assert!(!degraded.instances[2].ready);
+    }
+
+    #[test]
+    fn a_refused_spec_keeps_the_rest_and_says_why() {
+        let previous = observed(
+            &PgClusterStatus::default(),
+            Some(1),
+            1,
+            "orders-1",
+            &[],
+            &at(1),
+        );
+        let refused = refused(&previous, Some(2), "InvalidSpec", "fix it".into(), &at(5));
+        assert_eq!(refused.phase, Some(ClusterPhase::Failed));
+        let ready = get(&refused, "Ready");
+        assert_eq!(
+            (ready.reason.as_str(), ready.message.as_str()),
+            ("InvalidSpec", "fix it")
+        );
+        assert_eq!(ready.last_transition_time, at(1));
+        assert_eq!(refused.current_primary.as_deref(), Some("orders-1"));
+        assert_eq!(refused.conditions.len(), 3);
+    }
+}
