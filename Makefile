@@ -1,5 +1,5 @@
 # The two commands a person needs: `make demo` and `make test`.
-.PHONY: test deps fmt-check clippy unit crds demo bench cluster-up cluster-down
+.PHONY: test deps fmt-check clippy unit crds demo bench cluster-up cluster-down deploy
 
 CARGO ?= cargo
 
@@ -22,6 +22,7 @@ bench: deps
 	@scripts/install-bench-deps.sh
 	$(CARGO) bench --bench agent
 	$(CARGO) bench --bench archive
+	$(CARGO) bench --bench operator
 
 # Regenerate crds/ from the Rust types (a test fails when they drift).
 crds:
@@ -31,6 +32,10 @@ crds:
 # processes. cluster-up returns once it is up and prints the KUBECONFIG line.
 cluster-up: deps
 	@scripts/cluster-up.sh
+
+# crds/ and the operator (deploy/) into the cluster that cluster-up started.
+deploy:
+	@$$(e2e/build-k8s.sh)/kubectl --kubeconfig e2e/.state/kubeconfig apply -k deploy/
 
 cluster-down:
 	@if [ -x target/debug/pgha-e2e ]; then target/debug/pgha-e2e --state e2e/.state down; fi

@@ -22,21 +22,30 @@ for _ in $(seq 1 900); do
 done
 [ -f "$state/ready" ] || { echo "the cluster did not come up within 90 s" >&2; exit 1; }
 
-"$kubectl" apply -k crds/
+# CRDs, the operator's RBAC and its Deployment (the operator runs as a pod), then the example.
+"$kubectl" apply -k deploy/
 "$kubectl" wait --for condition=Established --timeout=60s crd --all
-# The operator (deploy/) lands with the controller issue; until then the cluster holds the
-# resource, validated and defaulted by the API server, and nothing acts on it yet.
+"$kubectl" -n pgha-system rollout status deployment/pgha-operator --timeout=120s
 "$kubectl" apply -f deploy/examples/minimal.yaml
+"$kubectl" wait pgc/orders --for=jsonpath='{.status.phase}'=Healthy --timeout=180s
+"$kubectl" get pgc,pgi,pods,svc
 cat <<TEXT
 
 pgha demo: a Kubernetes v1.33 control plane and 3 nodes run on loopback; pods are processes.
+The operator runs as a pod and made the PgCluster "orders": a primary and two streaming
+replicas behind orders-rw / orders-ro. Connect (from this machine) with:
+
+  secret() { $kubectl get secret orders-app -o jsonpath="{.data.\$1}" | base64 -d; }
+  psql "host=\$($kubectl get svc orders-rw -o jsonpath='{.spec.clusterIP}') user=\$(secret username) dbname=\$(secret dbname) password=\$(secret password)"
+
 In another shell:
 
   export KUBECONFIG=$KUBECONFIG
   alias kubectl=$kubectl
   kubectl get nodes -o wide
-  kubectl get pgc orders -o yaml        # the example, with the API server's defaults
-  kubectl get pods,pvc,svc -A
+  kubectl get pgc,pgi                   # the cluster: primary, roles, lag
+  kubectl get pods,pvc,svc,secrets
+  kubectl get events --sort-by=.lastTimestamp   # the operator's decisions
   target/debug/pgha-e2e --help          # logs, kill/freeze/thaw a pod, stop a node
 
 Ctrl-C stops everything.

@@ -3,53 +3,43 @@
 //! PgCluster becomes a primary with streaming replicas behind its Services.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
-use kube::api::{Api, DeleteParams, PostParams};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
-use pgha::api::cluster::ClusterPhase;
 use pgha::api::instance::InstanceRole;
 use pgha::api::{PgCluster, PgInstance};
-use pgha_e2e::{Cluster, ClusterOptions, ImageTable};
 
 #[path = "common/eventually.rs"]
 mod eventually;
-#[path = "common/kube.rs"]
-mod kube_support;
+#[path = "common/operator.rs"]
+mod install;
+
+use install::{healthy, installed, leader};
 
 use eventually::eventually as wait_for;
 
-/// The operator as a local process with the admin kubeconfig; killed when dropped.
-async fn operator(cluster: &Cluster) -> tokio::process::Child {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let log = std::fs::File::create(cluster.state_dir().join("operator.log")).unwrap();
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_pgha"))
-        .arg("operator")
-        .env("KUBECONFIG", cluster.kubeconfig())
-        .env("POD_NAMESPACE", "pgha-system")
-        .env("POD_NAME", "operator-test")
-        .env("PGHA_HTTP_ADDR", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "info,kube=warn")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
-}
-
-async fn namespace(client: &Client, name: &str) {
-    let namespace: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
+/// The `orders-app` credentials and a connection with them through a Service, retried: the
+/// Services follow the role labels, which follow the agents' reports.
+async fn through(
+    cluster: &pgha_e2e::Cluster,
+    client: &Client,
+    service: &str,
+) -> (Secret, SocketAddr, tokio_postgres::Client) {
+    let app = Api::<Secret>::namespaced(client.clone(), "shop")
+        .get("orders-app")
         .await
         .unwrap();
+    let address = cluster
+        .service_address("shop", service, None)
+        .await
+        .unwrap();
+    let connection = wait_for(Duration::from_secs(10), service, || connect(address, &app)).await;
+    (app, address, connection)
 }
 
 fn secret_value(secret: &Secret, key: &str) -> String {
@@ -72,28 +62,9 @@ async fn connect(address: SocketAddr, app: &Secret) -> Option<tokio_postgres::Cl
     Some(client)
 }
 
-async fn healthy(clusters: &Api<PgCluster>, name: &str, instances: i32) -> Option<PgCluster> {
-    let cluster = clusters.get(name).await.ok()?;
-    let status = cluster.status.as_ref()?;
-    (status.phase == Some(ClusterPhase::Healthy) && status.ready_instances == instances)
-        .then_some(cluster)
-}
-
 #[tokio::test]
-async fn a_minimal_cluster_comes_up_replicates_and_keeps_a_replica_across_pod_loss() {
-    let pgha = Path::new(env!("CARGO_BIN_EXE_pgha"));
-    let cluster = Cluster::start(ClusterOptions {
-        index: 4,
-        images: ImageTable::default().with_pgha(pgha),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let client = cluster.client();
-    kube_support::install_crds(&client).await;
-    namespace(&client, "pgha-system").await;
-    namespace(&client, "shop").await;
-    let _operator = operator(&cluster).await;
+async fn a_cluster_comes_up_replicates_survives_pod_loss_scales_and_goes_away() {
+    let (cluster, client) = installed(4).await;
 
     // What an application team applies.
     let minimal: PgCluster = serde_saphyr::from_str(
@@ -110,8 +81,6 @@ async fn a_minimal_cluster_comes_up_replicates_and_keeps_a_replica_across_pod_lo
         .create(&PostParams::default(), &minimal)
         .await
         .unwrap();
-    let log =
-        || std::fs::read_to_string(cluster.state_dir().join("operator.log")).unwrap_or_default();
     let ready = wait_for(
         Duration::from_secs(180),
         "orders Healthy with 3 ready",
@@ -121,12 +90,7 @@ async fn a_minimal_cluster_comes_up_replicates_and_keeps_a_replica_across_pod_lo
     let took = applied.elapsed();
     println!("minimal.yaml → 3 instances ready in {took:.1?}");
     let status = ready.status.unwrap();
-    assert_eq!(
-        status.current_primary.as_deref(),
-        Some("orders-1"),
-        "{}",
-        log()
-    );
+    assert_eq!(status.current_primary.as_deref(), Some("orders-1"));
     let roles: Vec<_> = status
         .instances
         .iter()
@@ -143,26 +107,14 @@ async fn a_minimal_cluster_comes_up_replicates_and_keeps_a_replica_across_pod_lo
     assert!(status.instances[1..].iter().all(|i| i.lag_bytes.is_some()));
 
     // Writes through -rw, with the generated credentials, are read through -ro.
-    let app = Api::<Secret>::namespaced(client.clone(), "shop")
-        .get("orders-app")
-        .await
-        .unwrap();
-    let rw = cluster
-        .service_address("shop", "orders-rw", None)
-        .await
-        .unwrap();
-    let ro = cluster
-        .service_address("shop", "orders-ro", None)
-        .await
-        .unwrap();
-    let writer = connect(rw, &app).await.expect("connect through orders-rw");
+    let (app, rw, writer) = through(&cluster, &client, "orders-rw").await;
     writer
         .batch_execute(
             "CREATE TABLE marks (n int); INSERT INTO marks SELECT generate_series(1, 100)",
         )
         .await
         .unwrap();
-    let reader = connect(ro, &app).await.expect("connect through orders-ro");
+    let (_, _, reader) = through(&cluster, &client, "orders-ro").await;
     let in_recovery: bool = reader
         .query_one("SELECT pg_is_in_recovery()", &[])
         .await
@@ -224,4 +176,265 @@ async fn a_minimal_cluster_comes_up_replicates_and_keeps_a_replica_across_pod_lo
         healthy(&clusters, "orders", 3)
     })
     .await;
+
+    // 3 → 5: the status says so while it happens, the new replicas clone and join.
+    let generation = scale(&clusters, 5).await;
+    wait_for(
+        Duration::from_secs(10),
+        "status of the new generation, not ready",
+        || async {
+            let status = clusters.get("orders").await.ok()?.status?;
+            let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+            (status.observed_generation == Some(generation) && ready.status == "False")
+                .then_some(())
+        },
+    )
+    .await;
+    wait_for(Duration::from_secs(120), "orders Healthy with 5", || {
+        healthy(&clusters, "orders", 5)
+    })
+    .await;
+    let primary = connect(rw, &app).await.unwrap();
+    let slots = |primary: tokio_postgres::Client| async move {
+        let rows = primary
+            .query("SELECT slot_name FROM pg_replication_slots ORDER BY 1", &[])
+            .await
+            .unwrap();
+        (
+            rows.iter().map(|r| r.get(0)).collect::<Vec<String>>(),
+            primary,
+        )
+    };
+    let (five, primary) = slots(primary).await;
+    assert_eq!(five.len(), 4, "{five:?}");
+
+    // 5 → 2: replicas go with their pods and volumes, their slots are dropped.
+    scale(&clusters, 2).await;
+    wait_for(Duration::from_secs(60), "orders Healthy with 2", || {
+        healthy(&clusters, "orders", 2)
+    })
+    .await;
+    wait_for(Duration::from_secs(60), "instances 3–5 gone", || async {
+        let names: Vec<String> = instances
+            .list(&Default::default())
+            .await
+            .ok()?
+            .iter()
+            .map(ResourceExt::name_any)
+            .collect();
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "shop");
+        let pvcs = claims.list(&Default::default()).await.ok()?.items.len();
+        let pod_count = pods.list(&Default::default()).await.ok()?.items.len();
+        (names == ["orders-1", "orders-2"] && pvcs == 2 && pod_count == 2).then_some(())
+    })
+    .await;
+    wait_for(
+        Duration::from_secs(15),
+        "the primary keeps one slot",
+        || {
+            let primary = &primary;
+            async move {
+                let rows = primary
+                    .query("SELECT slot_name FROM pg_replication_slots", &[])
+                    .await
+                    .ok()?;
+                (rows.len() == 1).then_some(())
+            }
+        },
+    )
+    .await;
+
+    // Deleting the cluster deletes everything it created.
+    clusters
+        .delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "nothing of orders left",
+        || async {
+            let left = leftovers(&client, "shop").await;
+            left.is_empty().then_some(())
+        },
+    )
+    .await;
+}
+
+/// Sets `spec.instances`; returns the new generation.
+async fn scale(clusters: &Api<PgCluster>, instances: i32) -> i64 {
+    let patch = serde_json::json!({"spec": {"instances": instances}});
+    let patched = clusters
+        .patch("orders", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    patched.metadata.generation.unwrap()
+}
+
+/// Every object of every kind the operator creates that is still in `namespace`.
+async fn leftovers(client: &Client, namespace: &str) -> Vec<String> {
+    async fn names<K>(client: &Client, namespace: &str, kind: &str, labels: &str) -> Vec<String>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let api: Api<K> = Api::namespaced(client.clone(), namespace);
+        let params = ListParams::default().labels(labels);
+        api.list(&params)
+            .await
+            .unwrap()
+            .iter()
+            .map(|o| format!("{kind}/{}", o.name_any()))
+            .collect()
+    }
+    const OURS: &str = "app.kubernetes.io/managed-by=pgha";
+    let c = client;
+    let mut all = names::<PgCluster>(c, namespace, "pgcluster", "").await;
+    all.extend(names::<PgInstance>(c, namespace, "pginstance", OURS).await);
+    all.extend(names::<Pod>(c, namespace, "pod", OURS).await);
+    all.extend(names::<PersistentVolumeClaim>(c, namespace, "pvc", OURS).await);
+    all.extend(names::<Service>(c, namespace, "service", OURS).await);
+    all.extend(names::<Secret>(c, namespace, "secret", OURS).await);
+    all.extend(names::<ConfigMap>(c, namespace, "configmap", OURS).await);
+    all.extend(names::<ServiceAccount>(c, namespace, "serviceaccount", OURS).await);
+    all.extend(names::<Role>(c, namespace, "role", OURS).await);
+    all.extend(names::<RoleBinding>(c, namespace, "rolebinding", OURS).await);
+    let volumes: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client.clone());
+    for pv in volumes.list(&Default::default()).await.unwrap() {
+        all.push(format!("persistentvolume/{}", pv.name_any()));
+    }
+    all
+}
+
+async fn create(clusters: &Api<PgCluster>, yaml: &str) {
+    let cluster: PgCluster = serde_saphyr::from_str(yaml).unwrap();
+    clusters
+        .create(&PostParams::default(), &cluster)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn bad_specs_sync_commits_and_a_killed_operator() {
+    let (cluster, client) = installed(5).await;
+    let clusters: Api<PgCluster> = Api::namespaced(client.clone(), "shop");
+
+    // Accepted by the schema, refused by the operator's checks: Ready=False saying why, and
+    // nothing created.
+    create(
+        &clusters,
+        "metadata: {name: broken}\nspec:\n  storage: {size: 1Gi}\n  backup:\n    s3: {bucket: backups, credentialsSecret: c}\n    schedule: '99 * * * *'\n",
+    )
+    .await;
+    let ready = wait_for(Duration::from_secs(30), "broken refused", || async {
+        let status = clusters.get("broken").await.ok()?.status?;
+        status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "Ready" && c.reason == "InvalidSpec")
+    })
+    .await;
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready
+            .message
+            .contains("spec.backup.schedule '99 * * * *' is not a cron expression"),
+        "{}",
+        ready.message
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(leftovers(&client, "shop").await, ["pgcluster/broken"]);
+    clusters
+        .delete("broken", &DeleteParams::default())
+        .await
+        .unwrap();
+
+    // The leader is killed while it creates a cluster: the other replica takes over and
+    // finishes, with nothing duplicated or left behind.
+    create(
+        &clusters,
+        "metadata: {name: orders}\nspec:\n  instances: 2\n  storage: {size: 1Gi}\n  replication: {synchronous: {mode: quorum, number: 1}}\n",
+    )
+    .await;
+    let instances: Api<PgInstance> = Api::namespaced(client.clone(), "shop");
+    wait_for(Duration::from_secs(30), "creation under way", || async {
+        let list = instances.list(&Default::default()).await.ok()?;
+        (!list.items.is_empty()).then_some(())
+    })
+    .await;
+    let killed = leader(&client).await;
+    let operator = pgha_e2e::PodRef {
+        namespace: "pgha-system".into(),
+        name: killed.clone(),
+    };
+    cluster.delete_now(&operator).await.unwrap();
+    wait_for(Duration::from_secs(60), "a new leader", || async {
+        let now = leader(&client).await;
+        (now != killed).then_some(())
+    })
+    .await;
+    wait_for(Duration::from_secs(120), "orders Healthy with 2", || {
+        healthy(&clusters, "orders", 2)
+    })
+    .await;
+    let mut left = leftovers(&client, "shop").await;
+    left.retain(|o| !o.starts_with("persistentvolume/"));
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "configmap/orders-config",
+            "pgcluster/orders",
+            "pginstance/orders-1",
+            "pginstance/orders-2",
+            "pod/orders-1",
+            "pod/orders-2",
+            "pvc/orders-1",
+            "pvc/orders-2",
+            "role/orders-instance",
+            "rolebinding/orders-instance",
+            "secret/orders-app",
+            "secret/orders-replication",
+            "secret/orders-superuser",
+            "service/orders-r",
+            "service/orders-ro",
+            "service/orders-rw",
+            "serviceaccount/orders-instance",
+        ]
+    );
+
+    // synchronous.number 1 with one replica: a commit waits for it. Frozen, commits block;
+    // thawed, they complete.
+    let (_, _, writer) = through(&cluster, &client, "orders-rw").await;
+    writer
+        .batch_execute("CREATE TABLE t (n int)")
+        .await
+        .unwrap();
+    let replica: pgha_e2e::PodRef = "shop/orders-2".parse().unwrap();
+    cluster
+        .fault(&replica, None, pgha_e2e::Fault::Freeze)
+        .unwrap();
+    let commit = tokio::spawn(async move {
+        writer
+            .batch_execute("INSERT INTO t VALUES (1)")
+            .await
+            .unwrap();
+        Instant::now()
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !commit.is_finished(),
+        "a commit returned while the only standby was frozen"
+    );
+    let thawed = Instant::now();
+    cluster
+        .fault(&replica, None, pgha_e2e::Fault::Thaw)
+        .unwrap();
+    let done = tokio::time::timeout(Duration::from_secs(20), commit)
+        .await
+        .expect("the commit completes after the thaw")
+        .unwrap();
+    println!("commit completed {:?} after the thaw", done - thawed);
 }

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
 use kube::api::DeleteParams;
 use kube::{Api, Client, Config};
-use nix::sys::signal::Signal;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 
@@ -318,11 +317,6 @@ pub fn inject(
     fault: Fault,
 ) -> Result<usize, Error> {
     let dir = pod_dir(state, &pod.namespace, &pod.name);
-    let signal = match fault {
-        Fault::Kill => Signal::SIGKILL,
-        Fault::Freeze => Signal::SIGSTOP,
-        Fault::Thaw => Signal::SIGCONT,
-    };
     let mut signalled = 0;
     for entry in std::fs::read_dir(&dir)
         .map_err(|e| fail(format!("pod {}/{}: {e}", pod.namespace, pod.name)))?
@@ -343,7 +337,15 @@ pub fn inject(
             .trim()
             .parse()
             .map_err(fail)?;
-        process::signal_group(pid, signal);
+        let cgroup = std::fs::read_to_string(dir.join(format!("{name}.cgroup")))
+            .ok()
+            .map(PathBuf::from);
+        let handle = process::Handle { pid, cgroup };
+        match fault {
+            Fault::Kill => handle.kill(),
+            Fault::Freeze => handle.freeze(true),
+            Fault::Thaw => handle.freeze(false),
+        }
         signalled += 1;
     }
     if signalled == 0 {

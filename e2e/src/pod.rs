@@ -15,7 +15,6 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
-use nix::sys::signal::Signal;
 use tokio::process::Child;
 use tokio::sync::watch;
 
@@ -23,7 +22,7 @@ use crate::env::{self, Env};
 use crate::images::Image;
 use crate::node::NodeCtx;
 use crate::probe;
-use crate::process;
+use crate::process::{self, Handle};
 use crate::volumes::Volumes;
 
 /// How often a pod is looked at: process exits, probes due, status to publish.
@@ -50,7 +49,7 @@ struct Run {
     spec: Container,
     init: bool,
     child: Option<Child>,
-    pid: Option<u32>,
+    handle: Option<Handle>,
     image: Option<Image>,
     env: Vec<(String, String)>,
     state: ContainerState,
@@ -87,7 +86,7 @@ impl Run {
             spec,
             init,
             child: None,
-            pid: None,
+            handle: None,
             image: None,
             env: Vec::new(),
             state: waiting(
@@ -119,8 +118,8 @@ impl Run {
 
     /// SIGTERM now, SIGKILL after `grace`.
     fn stop(&mut self, grace: Duration) {
-        if let (Some(pid), None) = (self.pid, self.kill_at) {
-            process::signal_group(pid, Signal::SIGTERM);
+        if let (Some(handle), None) = (&self.handle, self.kill_at) {
+            handle.terminate();
             self.kill_at = Some(Instant::now() + grace);
         }
     }
@@ -134,7 +133,7 @@ impl Run {
                 .as_ref()
                 .map(|i| format!("proclet://{}", i.entrypoint.join(" ")))
                 .unwrap_or_default(),
-            container_id: self.pid.map(|pid| format!("proclet://{pid}")),
+            container_id: self.handle.as_ref().map(|h| format!("proclet://{}", h.pid)),
             ready: self.ready,
             started: Some(self.running() && self.started),
             restart_count: self.restarts,
@@ -376,16 +375,15 @@ impl Worker {
             log: &log,
         };
         match process::spawn(&spec) {
-            Ok(child) => {
-                let pid = child.id().unwrap_or_default();
-                ctx.processes.add(pid);
-                let _ = std::fs::write(pid_file(&self.dir, &run.spec.name), pid.to_string());
+            Ok((child, handle)) => {
+                ctx.processes.add(&handle);
+                write_handle(&self.dir, &run.spec.name, &handle);
                 if run.ran_before {
                     run.restarts += 1;
                 }
                 run.ran_before = true;
                 run.child = Some(child);
-                run.pid = Some(pid);
+                run.handle = Some(handle);
                 run.image = Some(image);
                 run.env = env.vars().to_vec();
                 run.started_at = Some(Instant::now());
@@ -424,7 +422,8 @@ impl Worker {
     async fn probe(&mut self, pod: &Pod, index: usize) {
         let grace = self.grace(pod);
         let run = &mut self.mains[index];
-        let (Some(pid), Some(image)) = (run.pid, run.image.clone()) else {
+        let (Some(pid), Some(image)) = (run.handle.as_ref().map(|h| h.pid), run.image.clone())
+        else {
             return;
         };
         if run.kill_at.is_some() {
@@ -528,9 +527,9 @@ impl Worker {
 
     fn kill_all(&mut self) {
         for run in self.inits.iter_mut().chain(self.mains.iter_mut()) {
-            if let Some(pid) = run.pid.take() {
-                process::signal_group(pid, Signal::SIGKILL);
-                self.ctx.processes.remove(pid);
+            if let Some(handle) = run.handle.take() {
+                handle.release();
+                self.ctx.processes.remove(handle.pid);
             }
             run.child = None;
         }
@@ -542,7 +541,7 @@ impl Worker {
         self.ctx.release_ip(self.ip_slot);
         let _ = std::fs::remove_dir_all(self.dir.join(&self.uid));
         for run in self.inits.iter().chain(&self.mains) {
-            let _ = std::fs::remove_file(pid_file(&self.dir, &run.spec.name));
+            remove_handle(&self.dir, &run.spec.name);
         }
     }
 
@@ -676,8 +675,20 @@ fn log_tail(log: &std::path::Path) -> String {
     }
 }
 
-fn pid_file(dir: &std::path::Path, container: &str) -> PathBuf {
-    dir.join(format!("{container}.pid"))
+/// `<container>.pid` (and `<container>.cgroup`) for the CLI's fault injection.
+fn write_handle(dir: &std::path::Path, container: &str, handle: &Handle) {
+    let _ = std::fs::write(dir.join(format!("{container}.pid")), handle.pid.to_string());
+    if let Some(cgroup) = &handle.cgroup {
+        let _ = std::fs::write(
+            dir.join(format!("{container}.cgroup")),
+            cgroup.display().to_string(),
+        );
+    }
+}
+
+fn remove_handle(dir: &std::path::Path, container: &str) {
+    let _ = std::fs::remove_file(dir.join(format!("{container}.pid")));
+    let _ = std::fs::remove_file(dir.join(format!("{container}.cgroup")));
 }
 
 /// Appends a line to the pod's event log (`proclet.log` beside the container logs).
@@ -694,10 +705,10 @@ fn note(dir: &std::path::Path, message: &str) {
 
 /// Notes what happened to an exited container and whether it runs again.
 fn reap(run: &mut Run, policy: &str, ctx: &NodeCtx, dir: &std::path::Path) {
-    if let (Some(at), Some(pid)) = (run.kill_at, run.pid)
+    if let (Some(at), Some(handle)) = (run.kill_at, &run.handle)
         && Instant::now() >= at
     {
-        process::signal_group(pid, Signal::SIGKILL);
+        handle.kill();
     }
     let Some(child) = &mut run.child else { return };
     let Ok(Some(status)) = child.try_wait() else {
@@ -707,14 +718,14 @@ fn reap(run: &mut Run, policy: &str, ctx: &NodeCtx, dir: &std::path::Path) {
     let code = status
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-    let pid = run.pid.take();
-    if let Some(pid) = pid {
-        // Whatever the leader left behind in its group goes with it.
-        process::signal_group(pid, Signal::SIGKILL);
-        ctx.processes.remove(pid);
+    let pid = run.handle.as_ref().map(|h| h.pid);
+    if let Some(handle) = run.handle.take() {
+        // Whatever the first process left behind goes with it.
+        handle.release();
+        ctx.processes.remove(handle.pid);
     }
     // The CLI signals what the PID files name: never a PID that may be reused.
-    let _ = std::fs::remove_file(pid_file(dir, &run.spec.name));
+    remove_handle(dir, &run.spec.name);
     run.child = None;
     run.kill_at = None;
     run.ready = false;

@@ -2,7 +2,7 @@
 //! bind-mounted at their `mountPath`s, as the leader of its own process group so that a signal
 //! reaches everything it started.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
@@ -10,11 +10,14 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use nix::fcntl::{OFlag, open};
 use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, setns, unshare};
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::{Pid, chdir};
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::stat::Mode;
+use nix::unistd::{Pid, chdir, write};
 use tokio::process::{Child, Command};
 
 /// A volume as one container sees it.
@@ -52,8 +55,99 @@ fn command(spec: &Spec<'_>) -> io::Result<Command> {
     Ok(cmd)
 }
 
+const FREEZER: &str = "/sys/fs/cgroup/freezer";
+
+/// A new freezer cgroup for a container, when the machine has the v1 hierarchy.
+fn new_cgroup() -> Option<PathBuf> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let root = Path::new(FREEZER);
+    if !root.join("cgroup.procs").is_file() {
+        return None;
+    }
+    let name = format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let dir = root.join("proclet").join(name);
+    std::fs::create_dir_all(&dir).ok().map(|()| dir)
+}
+
+/// A running container: its first process and, when there is one, its cgroup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Handle {
+    pub pid: u32,
+    pub cgroup: Option<PathBuf>,
+}
+
+impl Handle {
+    /// The processes in the container's cgroup (or just the first one).
+    fn members(&self) -> Vec<u32> {
+        match &self.cgroup {
+            Some(dir) => std::fs::read_to_string(dir.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse().ok())
+                .collect(),
+            None => vec![self.pid],
+        }
+    }
+
+    fn set_frozen(&self, frozen: bool) -> bool {
+        let Some(dir) = &self.cgroup else {
+            return false;
+        };
+        let state = if frozen { "FROZEN" } else { "THAWED" };
+        std::fs::write(dir.join("freezer.state"), state).is_ok()
+    }
+
+    /// SIGTERM to the first process only, as a runtime stops a container.
+    pub(crate) fn terminate(&self) {
+        signal_pid(self.pid, Signal::SIGTERM);
+    }
+
+    /// SIGKILL to everything in the container.
+    pub(crate) fn kill(&self) {
+        if self.cgroup.is_none() {
+            signal_group(self.pid, Signal::SIGKILL);
+            return;
+        }
+        // Frozen, nothing can fork away; the kills land when it thaws.
+        self.set_frozen(true);
+        for pid in self.members() {
+            signal_pid(pid, Signal::SIGKILL);
+        }
+        self.set_frozen(false);
+    }
+
+    /// Stops (or resumes) everything in the container.
+    pub(crate) fn freeze(&self, frozen: bool) {
+        if !self.set_frozen(frozen) {
+            let signal = if frozen {
+                Signal::SIGSTOP
+            } else {
+                Signal::SIGCONT
+            };
+            signal_group(self.pid, signal);
+        }
+    }
+
+    /// After the first process has exited: kills what it left behind and removes the cgroup.
+    pub(crate) fn release(&self) {
+        self.kill();
+        if let Some(dir) = &self.cgroup {
+            for _ in 0..50 {
+                if std::fs::remove_dir(dir).is_ok() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
+
 /// Starts a container's first process.
-pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<Child> {
+pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<(Child, Handle)> {
     // Mount points are created on the host, as a runtime creates them in the image.
     let mut mounts = Vec::new();
     for m in spec.mounts {
@@ -62,10 +156,20 @@ pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<Child> {
     }
     std::fs::create_dir_all(spec.working_dir)?;
     let cwd = c_path(spec.working_dir)?;
+    let cgroup = new_cgroup();
+    let procs = cgroup
+        .as_ref()
+        .map(|dir| c_path(&dir.join("cgroup.procs")))
+        .transpose()?;
     let mut cmd = command(spec)?;
     // SAFETY: between fork and exec only system calls on memory prepared above.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(procs) = &procs {
+                // "0" moves the writing process.
+                let fd = open(procs.as_c_str(), OFlag::O_WRONLY, Mode::empty())?;
+                write(&fd, b"0")?;
+            }
             unshare(CloneFlags::CLONE_NEWNS)?;
             // Nothing mounted here may leak back to the host.
             mount(
@@ -98,7 +202,12 @@ pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<Child> {
             Ok(())
         });
     }
-    cmd.spawn()
+    let child = cmd.spawn()?;
+    let handle = Handle {
+        pid: child.id().unwrap_or_default(),
+        cgroup,
+    };
+    Ok((child, handle))
 }
 
 /// Starts a command inside the mount namespace of a running container (exec probes).
@@ -117,23 +226,29 @@ pub(crate) fn spawn_in(container_pid: u32, spec: &Spec<'_>) -> io::Result<Child>
     cmd.spawn()
 }
 
-/// Sends `signal` to a container's process group; a group that is gone is not an error.
-pub(crate) fn signal_group(pid: u32, signal: Signal) {
-    // 0 would be our own group, 1 init's.
-    if pid <= 1 {
-        return;
+/// Sends `signal` to one process; one that is gone is not an error.
+fn signal_pid(pid: u32, signal: Signal) {
+    // 0 would be our own group, 1 init.
+    if pid > 1 {
+        let _ = kill(Pid::from_raw(pid as i32), signal);
     }
-    let _ = killpg(Pid::from_raw(pid as i32), signal);
 }
 
-/// Every container process group a cluster started, so that dropping the cluster leaves
-/// nothing running.
+/// Sends `signal` to a container's process group.
+fn signal_group(pid: u32, signal: Signal) {
+    if pid > 1 {
+        let _ = killpg(Pid::from_raw(pid as i32), signal);
+    }
+}
+
+/// Every container a cluster started, so that dropping the cluster leaves nothing running.
 #[derive(Default)]
-pub(crate) struct Registry(Mutex<HashSet<u32>>);
+pub(crate) struct Registry(Mutex<HashMap<u32, Handle>>);
 
 impl Registry {
-    pub(crate) fn add(&self, pid: u32) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(pid);
+    pub(crate) fn add(&self, handle: &Handle) {
+        let mut all = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        all.insert(handle.pid, handle.clone());
     }
 
     pub(crate) fn remove(&self, pid: u32) {
@@ -144,8 +259,8 @@ impl Registry {
     }
 
     pub(crate) fn kill_all(&self) {
-        for pid in self.0.lock().unwrap_or_else(|e| e.into_inner()).drain() {
-            signal_group(pid, Signal::SIGKILL);
+        for (_, handle) in self.0.lock().unwrap_or_else(|e| e.into_inner()).drain() {
+            handle.release();
         }
     }
 }

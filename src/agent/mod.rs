@@ -168,6 +168,22 @@ impl Agent {
         Ok(ConfigApplied { pending_restart })
     }
 
+    /// On a serving primary: creates missing slots and drops those of departed members that
+    /// were still in use when the members last changed.
+    pub async fn tidy_slots(&self) -> Result<()> {
+        let _op = self.ops.lock().await;
+        let (primary, serving, members) = {
+            let state = self.lock();
+            let primary = state.desired == Desired::Primary;
+            (primary, state.serving, state.config.members.clone())
+        };
+        if !primary || !serving || self.postmaster.pid().is_none() {
+            return Ok(());
+        }
+        let client = sql::connect(&self.settings).await?;
+        roles::ensure_slots(&client, &self.settings.name, &members).await
+    }
+
     /// Everything the agent knows, read fresh from Postgres when it runs.
     pub async fn status(&self) -> Status {
         let postmaster = self.postmaster.status();

@@ -78,12 +78,19 @@ pub async fn run(
         let first = orders.read()?;
         bring_up(&agent, &first).await;
         let mut last_report = std::time::Instant::now();
+        let mut last_tidy = std::time::Instant::now();
         loop {
             tokio::time::sleep(orders.poll()).await;
             match orders.read() {
                 Ok(wanted) => step(&agent, &wanted).await,
                 Err(e) => {
                     tracing::error!(error = %e, "orders unreadable; keeping the current state")
+                }
+            }
+            if last_tidy.elapsed() >= Duration::from_secs(10) {
+                last_tidy = std::time::Instant::now();
+                if let Err(e) = agent.tidy_slots().await {
+                    tracing::warn!(error = %e, "replication slots not tidied; retrying");
                 }
             }
             // Status from Postgres once a second; written only when it changed.

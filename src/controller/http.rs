@@ -1,5 +1,6 @@
-//! The operator's port: `/healthz` (the process runs), `/readyz` (it leads and its
-//! controllers run) and `/metrics` (Prometheus text).
+//! The operator's port: `/healthz` (the process runs), `/readyz` (it reaches the API server
+//! and either leads or stands by — a standby must be ready too, or a two-replica Deployment
+//! never finishes a rollout) and `/metrics` (Prometheus text).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,12 +15,25 @@ use super::context::Metrics;
 #[derive(Default)]
 pub struct Health {
     ready: AtomicBool,
+    leading: AtomicBool,
     pub metrics: Arc<Metrics>,
 }
 
 impl Health {
-    pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Relaxed);
+    }
+
+    pub fn set_leading(&self) {
+        self.leading.store(true, Ordering::Relaxed);
+    }
+
+    fn metrics_text(&self) -> String {
+        let leading = u8::from(self.leading.load(Ordering::Relaxed));
+        format!(
+            "# HELP pgha_leader Whether this replica holds the leader Lease.\n# TYPE pgha_leader gauge\npgha_leader {leading}\n{}",
+            self.metrics.render()
+        )
     }
 }
 
@@ -41,7 +55,7 @@ pub async fn serve(health: Arc<Health>, listener: tokio::net::TcpListener) {
         )
         .route(
             "/metrics",
-            get(|State(h): State<Arc<Health>>| async move { h.metrics.render() }),
+            get(|State(h): State<Arc<Health>>| async move { h.metrics_text() }),
         )
         .with_state(health);
     if let Err(e) = axum::serve(listener, app).await {

@@ -13,6 +13,7 @@ use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 
 use super::Error;
+use super::http::Health;
 
 const NAME: &str = "pgha-operator";
 const DURATION: Duration = Duration::from_secs(15);
@@ -42,10 +43,14 @@ impl Lease {
         }
     }
 
-    /// Waits until this replica holds the Lease.
-    pub async fn acquire(&self) -> Result<(), Error> {
+    /// Waits until this replica holds the Lease; `health` is ready once the API answers.
+    pub async fn acquire(&self, health: &Health) -> Result<(), Error> {
         loop {
-            match self.try_take().await {
+            let result = self.try_take().await;
+            if result.is_ok() {
+                health.set_ready();
+            }
+            match result {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "leader Lease not reachable; retrying"),

@@ -32,7 +32,8 @@ pub async fn run(
     health: Arc<http::Health>,
 ) -> Result<(), Error> {
     let lease = leader::Lease::new(client.clone(), &options.lease_namespace, &options.identity);
-    lease.acquire().await?;
+    lease.acquire(&health).await?;
+    health.set_leading();
     tracing::info!(identity = %options.identity, "leading");
     let renew = tokio::spawn(lease.keep());
     let ctx = Arc::new(Context::new(
@@ -40,7 +41,6 @@ pub async fn run(
         &options.identity,
         health.metrics.clone(),
     ));
-    health.set_ready(true);
     tokio::select! {
         () = cluster::run(ctx.clone()) => {}
         () = instance::run(ctx) => {}

@@ -1,0 +1,91 @@
+//! The operator installed on a local cluster, for tests/operator.rs and benches/operator.rs.
+
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::Client;
+use kube::api::{Api, PostParams};
+use pgha::api::PgCluster;
+use pgha::api::cluster::ClusterPhase;
+use pgha_e2e::{Cluster, ClusterOptions, ImageTable};
+
+use crate::eventually::eventually;
+
+/// A local cluster with crds/ and the operator installed from deploy/ — its Deployment, its
+/// ServiceAccount and exactly the RBAC it ships — and the namespace `shop`.
+pub async fn installed(index: u8) -> (Cluster, Client) {
+    let pgha = Path::new(env!("CARGO_BIN_EXE_pgha"));
+    let cluster = Cluster::start(ClusterOptions {
+        index,
+        images: ImageTable::default().with_pgha(pgha),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let client = cluster.client();
+    kubectl(
+        &cluster,
+        &[
+            "apply",
+            "-k",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/deploy"),
+        ],
+    );
+    namespace(&client, "shop").await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "pgha-system");
+    eventually(Duration::from_secs(60), "an operator pod ready", || async {
+        let list = pods.list(&Default::default()).await.ok()?;
+        list.items.iter().any(pod_ready).then_some(())
+    })
+    .await;
+    (cluster, client)
+}
+
+pub fn kubectl(cluster: &Cluster, args: &[&str]) -> String {
+    let out = std::process::Command::new(pgha_e2e::bin_dir().join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(cluster.kubeconfig())
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+pub async fn namespace(client: &Client, name: &str) {
+    let namespace: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+}
+
+/// The cluster when it is Healthy with `instances` ready.
+pub async fn healthy(clusters: &Api<PgCluster>, name: &str, instances: i32) -> Option<PgCluster> {
+    let cluster = clusters.get(name).await.ok()?;
+    let status = cluster.status.as_ref()?;
+    (status.phase == Some(ClusterPhase::Healthy) && status.ready_instances == instances)
+        .then_some(cluster)
+}
+
+/// The operator pod that holds the leader Lease.
+pub async fn leader(client: &Client) -> String {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "pgha-system");
+    let lease = leases.get("pgha-operator").await.unwrap();
+    lease.spec.unwrap().holder_identity.unwrap()
+}
