@@ -317,7 +317,7 @@ async fn create(clusters: &Api<PgCluster>, yaml: &str) {
 }
 
 #[tokio::test]
-async fn bad_specs_sync_commits_and_a_killed_operator() {
+async fn bad_specs_a_killed_operator_sync_commits_and_parameter_changes() {
     let (cluster, client) = installed(5).await;
     let clusters: Api<PgCluster> = Api::namespaced(client.clone(), "shop");
 
@@ -437,4 +437,94 @@ async fn bad_specs_sync_commits_and_a_killed_operator() {
         .expect("the commit completes after the thaw")
         .unwrap();
     println!("commit completed {:?} after the thaw", done - thawed);
+
+    // A parameter that a reload applies, then one that needs a restart: rolled through the
+    // replica first, the primary last, and the status says so meanwhile.
+    set_parameter(&clusters, "work_mem", "8MB").await;
+    wait_for(Duration::from_secs(20), "work_mem reloaded", || async {
+        let (_, _, primary) = through(&cluster, &client, "orders-rw").await;
+        let row = primary.query_one("SHOW work_mem", &[]).await.ok()?;
+        (row.get::<_, String>(0) == "8MB").then_some(())
+    })
+    .await;
+    set_parameter(&clusters, "shared_buffers", "64MB").await;
+    wait_for(
+        Duration::from_secs(30),
+        "a rolling restart under way",
+        || async {
+            let status = clusters.get("orders").await.ok()?.status?;
+            let progressing = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Progressing")?;
+            (progressing.reason == "RollingRestart").then_some(())
+        },
+    )
+    .await;
+    let instances: Api<PgInstance> = Api::namespaced(client.clone(), "shop");
+    wait_for(
+        Duration::from_secs(120),
+        "both restarted, nothing pending",
+        || async {
+            let list = instances.list(&Default::default()).await.ok()?;
+            list.items
+                .iter()
+                .all(|i| {
+                    let s = i.status.clone().unwrap_or_default();
+                    s.restarted == Some(1) && !s.pending_restart && s.ready
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    wait_for(
+        Duration::from_secs(30),
+        "orders Healthy after the restarts",
+        || healthy(&clusters, "orders", 2),
+    )
+    .await;
+    let (app, _, primary) = through(&cluster, &client, "orders-rw").await;
+    let replica_host = instances
+        .get("orders-2")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .endpoint
+        .unwrap()
+        .host;
+    let replica = connect(format!("{replica_host}:5432").parse().unwrap(), &app)
+        .await
+        .unwrap();
+    let started = |c: tokio_postgres::Client| async move {
+        let buffers: String = c
+            .query_one("SHOW shared_buffers", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let at: std::time::SystemTime = c
+            .query_one("SELECT pg_postmaster_start_time()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        (buffers, at)
+    };
+    let (primary_buffers, primary_started) = started(primary).await;
+    let (replica_buffers, replica_started) = started(replica).await;
+    assert_eq!(
+        (primary_buffers.as_str(), replica_buffers.as_str()),
+        ("64MB", "64MB")
+    );
+    assert!(
+        replica_started < primary_started,
+        "the primary restarted before the replica"
+    );
+}
+
+async fn set_parameter(clusters: &Api<PgCluster>, name: &str, value: &str) {
+    let patch = serde_json::json!({"spec": {"postgresql": {"parameters": {name: value}}}});
+    clusters
+        .patch("orders", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
 }

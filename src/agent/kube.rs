@@ -73,10 +73,20 @@ impl ApiOrders {
                     self.namespace, self.name
                 ))
             })?;
-        let orders = instance.spec.orders();
+        let mut orders = instance.spec.orders();
+        orders.generation = instance.metadata.generation;
         super::run::desired(&orders)?;
         Ok(orders)
     }
+}
+
+/// What of its orders the agent has carried out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The highest restart order carried out.
+    pub restarted: i64,
+    /// The generation of the orders whose configuration is in force.
+    pub config_generation: Option<i64>,
 }
 
 /// Writes the agent's observations to its PgInstance's status when they change.
@@ -98,7 +108,7 @@ impl StatusWriter {
     }
 
     /// The status fields the agent owns, from a status report.
-    fn fields(&self, status: &Status) -> serde_json::Value {
+    fn fields(&self, status: &Status, applied: &Applied) -> serde_json::Value {
         let server = status.server.as_ref();
         json!({
             "role": status.role,
@@ -110,11 +120,13 @@ impl StatusWriter {
             "receivedLsn": server.and_then(|s| s.received_lsn.as_ref()),
             "lagBytes": server.and_then(|s| s.lag_bytes),
             "pendingRestart": server.is_some_and(|s| !s.pending_restart.is_empty()),
+            "restarted": applied.restarted,
+            "configGeneration": applied.config_generation,
         })
     }
 
-    pub async fn publish(&self, status: &Status) -> Result<()> {
-        let mut fields = self.fields(status);
+    pub async fn publish(&self, status: &Status, applied: &Applied) -> Result<()> {
+        let mut fields = self.fields(status, applied);
         // Absent rather than null: a field the agent stops reporting is removed.
         if let Some(map) = fields.as_object_mut() {
             map.retain(|_, v| !v.is_null());

@@ -11,7 +11,7 @@ use backon::{ExponentialBuilder, Retryable};
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::error::{AgentError, Result};
-use super::kube::{ApiOrders, StatusWriter};
+use super::kube::{ApiOrders, Applied, StatusWriter};
 use super::{Agent, Desired};
 use crate::plan::agent::{Current, Orders, Step, next_step};
 
@@ -77,12 +77,22 @@ pub async fn run(
     let work = async {
         let first = orders.read()?;
         bring_up(&agent, &first).await;
+        // A fresh start has every setting in force.
+        let mut applied = Applied {
+            restarted: first.restart,
+            config_generation: None,
+        };
         let mut last_report = std::time::Instant::now();
         let mut last_tidy = std::time::Instant::now();
         loop {
             tokio::time::sleep(orders.poll()).await;
             match orders.read() {
-                Ok(wanted) => step(&agent, &wanted).await,
+                Ok(wanted) => {
+                    step(&agent, &wanted, &mut applied.restarted).await;
+                    if agent.config() == wanted.config {
+                        applied.config_generation = wanted.generation;
+                    }
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "orders unreadable; keeping the current state")
                 }
@@ -98,7 +108,7 @@ pub async fn run(
                 && last_report.elapsed() >= Duration::from_secs(1)
             {
                 last_report = std::time::Instant::now();
-                if let Err(e) = writer.publish(&agent.status().await).await {
+                if let Err(e) = writer.publish(&agent.status().await, &applied).await {
                     tracing::warn!(error = %e, "status not written; retrying");
                 }
             }
@@ -139,7 +149,7 @@ async fn bring_up(agent: &Agent, orders: &Orders) {
 
 /// Carries out the one step the orders call for; errors are logged and kept in the status,
 /// and the next poll tries again.
-async fn step(agent: &Agent, orders: &Orders) {
+async fn step(agent: &Agent, orders: &Orders, restarted: &mut i64) {
     let (desired, config, fenced) = (agent.desired(), agent.config(), agent.is_fenced());
     let upstream = match &desired {
         Desired::Primary => None,
@@ -149,6 +159,7 @@ async fn step(agent: &Agent, orders: &Orders) {
         upstream,
         fenced,
         config: &config,
+        restarted: *restarted,
     };
     let step = match next_step(orders, &current) {
         Ok(step) => step,
@@ -165,6 +176,13 @@ async fn step(agent: &Agent, orders: &Orders) {
         Step::Fence => agent.fence().await.map(drop),
         Step::Unfence => agent.unfence().await,
         Step::ApplyConfig => agent.apply_config(orders.config.clone()).await.map(drop),
+        Step::Restart => {
+            let result = agent.restart().await;
+            if result.is_ok() {
+                *restarted = orders.restart;
+            }
+            result
+        }
         Step::Promote => agent.promote().await.map(drop),
         Step::Follow(primary) => agent.follow(primary).await,
         Step::Rejoin(primary) => agent.rejoin(primary).await.map(drop),

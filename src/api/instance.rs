@@ -68,6 +68,10 @@ pub struct PgInstanceSpec {
     /// Postgres configuration, from the cluster's spec.
     #[serde(default)]
     pub config: PostgresConfig,
+    /// Raised by one when Postgres must restart for a setting to take effect (the cluster
+    /// controller rolls this through the replicas first, the primary last).
+    #[serde(default)]
+    pub restart: i64,
 }
 
 impl PgInstanceSpec {
@@ -78,6 +82,8 @@ impl PgInstanceSpec {
             primary: self.primary.clone(),
             fenced: self.fenced,
             config: self.config.clone(),
+            restart: self.restart,
+            generation: None,
         }
     }
 }
@@ -125,6 +131,12 @@ pub struct PgInstanceStatus {
     /// A changed parameter needs a restart to take effect.
     #[serde(default)]
     pub pending_restart: bool,
+    /// The highest `spec.restart` the agent has carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted: Option<i64>,
+    /// The `metadata.generation` whose configuration the agent has applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_generation: Option<i64>,
     /// Standard conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -21,6 +21,7 @@ use crate::api::instance::InstanceRole;
 use crate::api::validation::validate;
 use crate::api::{PgCluster, PgInstance};
 use crate::plan::children::{FreshPasswords, Primary, children};
+use crate::plan::rollout::{Member, next_restart};
 use crate::plan::{names, status};
 
 pub const FIELD_MANAGER: &str = "pgha/cluster";
@@ -150,7 +151,33 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
         name: primary_name.clone(),
         endpoint,
     };
-    let wanted = children(&valid, &existing, &fresh, &primary)?;
+    // Settings waiting for a restart roll through the instances one at a time.
+    let mut restarts: BTreeMap<String, i64> = observed
+        .iter()
+        .map(|i| (i.name_any(), i.spec.restart))
+        .collect();
+    let members: Vec<Member> = observed
+        .iter()
+        .map(|i| {
+            let s = i.status.clone().unwrap_or_default();
+            Member {
+                name: i.name_any(),
+                primary: i.name_any() == primary_name,
+                ready: s.ready,
+                pending_restart: s.pending_restart,
+                ordered: i.spec.restart,
+                done: s.restarted.unwrap_or(0),
+                config_current: s.config_generation.is_some()
+                    && s.config_generation == i.metadata.generation,
+            }
+        })
+        .collect();
+    if let Some(next) = next_restart(&members) {
+        *restarts.entry(next.to_string()).or_default() += 1;
+        let note = format!("restarting {next} for settings that need a restart");
+        ctx.event(&reference, false, "RollingRestart", note).await;
+    }
+    let wanted = children(&valid, &existing, &fresh, &primary, &restarts)?;
 
     apply(client, FIELD_MANAGER, &wanted.service_account).await?;
     apply(client, FIELD_MANAGER, &wanted.role).await?;

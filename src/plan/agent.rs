@@ -46,6 +46,12 @@ pub struct Orders {
     pub fenced: bool,
     #[serde(default)]
     pub config: PostgresConfig,
+    /// Raised by one to have Postgres restarted (for settings that need it).
+    #[serde(default)]
+    pub restart: i64,
+    /// The version of these orders (the PgInstance's `metadata.generation`), when known.
+    #[serde(skip)]
+    pub generation: Option<i64>,
 }
 
 impl Orders {
@@ -80,6 +86,8 @@ pub struct Current<'a> {
     pub upstream: Option<&'a Endpoint>,
     pub fenced: bool,
     pub config: &'a PostgresConfig,
+    /// The highest `restart` order carried out (or in force when the agent started).
+    pub restarted: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,6 +95,8 @@ pub enum Step {
     Fence,
     Unfence,
     ApplyConfig,
+    /// Stop and start Postgres, for settings that only take effect then.
+    Restart,
     Promote,
     Follow(Endpoint),
     /// Was a primary (or diverged): rewind or re-clone, then follow.
@@ -101,8 +111,8 @@ pub enum OrdersError {
 }
 
 /// The one step that brings the agent closer to its orders. Fencing comes first (it is the
-/// safety rule), a fenced agent does nothing else, and configuration is applied before a role
-/// change so the new role starts with it.
+/// safety rule), a fenced agent does nothing else, and configuration is applied (and Postgres
+/// restarted when ordered) before a role change so the new role starts with it.
 pub fn next_step(orders: &Orders, current: &Current<'_>) -> Result<Step, OrdersError> {
     let wanted_upstream = orders.upstream()?;
     Ok(match (orders.fenced, current.fenced) {
@@ -110,6 +120,7 @@ pub fn next_step(orders: &Orders, current: &Current<'_>) -> Result<Step, OrdersE
         (true, true) => Step::Nothing,
         (false, true) => Step::Unfence,
         (false, false) if &orders.config != current.config => Step::ApplyConfig,
+        (false, false) if orders.restart > current.restarted => Step::Restart,
         (false, false) => match (wanted_upstream, current.upstream) {
             (None, None) => Step::Nothing,
             (None, Some(_)) => Step::Promote,
@@ -137,6 +148,8 @@ mod tests {
             primary: primary.map(endpoint),
             fenced,
             config: PostgresConfig::default(),
+            restart: 0,
+            generation: None,
         }
     }
 
@@ -177,6 +190,7 @@ mod tests {
                 upstream,
                 fenced: is_fenced,
                 config: &config,
+                restarted: 0,
             };
             assert_eq!(
                 next_step(&orders(role, primary, fenced), &current).unwrap(),
@@ -195,12 +209,19 @@ mod tests {
             .insert("work_mem".into(), "8MB".into());
         let old = PostgresConfig::default();
         let a = endpoint("a");
-        let current = Current {
+        let mut current = Current {
             upstream: Some(&a),
             fenced: false,
             config: &old,
+            restarted: 0,
         };
+        wanted.restart = 1;
         assert_eq!(next_step(&wanted, &current).unwrap(), Step::ApplyConfig);
+        current.config = &wanted.config;
+        // Restart after the configuration, before the promotion.
+        assert_eq!(next_step(&wanted, &current).unwrap(), Step::Restart);
+        current.restarted = 1;
+        assert_eq!(next_step(&wanted, &current).unwrap(), Step::Promote);
         wanted.fenced = true;
         assert_eq!(next_step(&wanted, &current).unwrap(), Step::Fence);
     }
@@ -212,6 +233,7 @@ mod tests {
             upstream: None,
             fenced: false,
             config: &config,
+            restarted: 0,
         };
         let err = next_step(&orders(OrderedRole::Replica, None, false), &current).unwrap_err();
         assert!(err.to_string().contains("set primary"));

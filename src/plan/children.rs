@@ -62,19 +62,21 @@ pub fn default_image(postgres_version: i32) -> String {
 }
 
 /// Computes the children of a valid cluster. `existing` maps the names of the cluster's
-/// Secrets that already exist to their data.
+/// Secrets that already exist to their data; `restarts` the instances' restart counters
+/// (`spec.restart`, see `plan::rollout`).
 pub fn children(
     valid: &ValidCluster<'_>,
     existing: &BTreeMap<String, BTreeMap<String, ByteString>>,
     fresh: &FreshPasswords,
     primary: &Primary,
+    restarts: &BTreeMap<String, i64>,
 ) -> Result<Children, PlanError> {
     let owner = valid
         .cluster
         .controller_owner_ref(&())
         .ok_or(PlanError::NoUid)?;
     Ok(Children {
-        instances: instances(valid, &owner, primary),
+        instances: instances(valid, &owner, primary, restarts),
         services: ServiceKind::ALL
             .iter()
             .map(|kind| service(valid, &owner, *kind))
@@ -114,6 +116,7 @@ fn instances(
     valid: &ValidCluster<'_>,
     owner: &OwnerReference,
     primary: &Primary,
+    restarts: &BTreeMap<String, i64>,
 ) -> Vec<PgInstance> {
     let spec = &valid.cluster.spec;
     let image = spec
@@ -127,6 +130,7 @@ fn instances(
         .map(|ordinal| {
             let name = names::instance(valid.name, ordinal);
             let is_primary = name == primary.name;
+            let restart = restarts.get(&name).copied().unwrap_or(0);
             let config = PostgresConfig {
                 parameters: spec.postgresql.parameters.clone(),
                 pg_hba: spec.postgresql.pg_hba.clone(),
@@ -155,6 +159,7 @@ fn instances(
                     primary: (!is_primary).then(|| primary.endpoint.clone()).flatten(),
                     fenced: false,
                     config,
+                    restart,
                 },
                 status: None,
             }
@@ -359,7 +364,14 @@ mod tests {
 
     fn plan(c: &PgCluster, existing: &BTreeMap<String, BTreeMap<String, ByteString>>) -> Children {
         let valid = validate(c).expect("valid");
-        children(&valid, existing, &fresh(), &first_primary()).expect("plan")
+        children(
+            &valid,
+            existing,
+            &fresh(),
+            &first_primary(),
+            &BTreeMap::new(),
+        )
+        .expect("plan")
     }
 
     fn secret_value(children: &Children, name: &str, key: &str) -> String {
@@ -415,10 +427,20 @@ mod tests {
             name: "orders-2".into(),
             endpoint: None,
         };
-        let waiting = children(&valid, &BTreeMap::new(), &fresh(), &primary).unwrap();
+        let waiting = children(
+            &valid,
+            &BTreeMap::new(),
+            &fresh(),
+            &primary,
+            &BTreeMap::new(),
+        )
+        .unwrap();
         assert!(waiting.instances.iter().all(|i| i.spec.primary.is_none()));
         primary.endpoint = Some(endpoint.clone());
-        let out = children(&valid, &BTreeMap::new(), &fresh(), &primary).unwrap();
+        let restarts = BTreeMap::from([("orders-3".to_string(), 2)]);
+        let out = children(&valid, &BTreeMap::new(), &fresh(), &primary, &restarts).unwrap();
+        let counters: Vec<i64> = out.instances.iter().map(|i| i.spec.restart).collect();
+        assert_eq!(counters, [0, 0, 2]);
         let roles: Vec<_> = out.instances.iter().map(|i| i.spec.role).collect();
         use OrderedRole::{Primary as P, Replica as R};
         assert_eq!(roles, [R, P, R]);
@@ -637,7 +659,13 @@ mod tests {
         c.metadata.uid = None;
         let valid = validate(&c).expect("valid");
         assert_eq!(
-            children(&valid, &BTreeMap::new(), &fresh(), &first_primary()),
+            children(
+                &valid,
+                &BTreeMap::new(),
+                &fresh(),
+                &first_primary(),
+                &BTreeMap::new()
+            ),
             Err(PlanError::NoUid)
         );
     }

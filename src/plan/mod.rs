@@ -9,5 +9,6 @@ pub mod names;
 pub mod recovery;
 pub mod restart;
 pub mod retention;
+pub mod rollout;
 pub mod status;
 pub mod wal;

@@ -80,7 +80,21 @@ pub fn observed(
         (false, _) if was_healthy => ClusterPhase::Degraded,
         (false, _) => ClusterPhase::Creating,
     };
+    let pending: Vec<String> = instances
+        .iter()
+        .filter(|i| i.status.as_ref().is_some_and(|s| s.pending_restart))
+        .map(|i| i.metadata.name.clone().unwrap_or_default())
+        .collect();
     let progress = format!("{ready} of {wanted} instances ready; primary {primary}");
+    let (progressing, progress_reason, progress_message) = match (all_ready, pending.is_empty()) {
+        (false, _) => (true, "Reconciling", progress.clone()),
+        (true, false) => (
+            true,
+            "RollingRestart",
+            format!("{progress}; a restart is pending on {}", pending.join(", ")),
+        ),
+        (true, true) => (false, "Converged", progress.clone()),
+    };
     let conditions = vec![
         condition(
             &previous.conditions,
@@ -98,13 +112,9 @@ pub fn observed(
         condition(
             &previous.conditions,
             "Progressing",
-            !all_ready,
-            if all_ready {
-                "Converged"
-            } else {
-                "Reconciling"
-            },
-            progress,
+            progressing,
+            progress_reason,
+            progress_message,
             generation,
             now,
         ),
@@ -228,6 +238,20 @@ mod tests {
         assert_eq!(get(&healthy, "Degraded").last_transition_time, at(10));
         let again = observed(&healthy, Some(1), 3, "orders-1", &all, &at(30));
         assert_eq!(get(&again, "Ready").last_transition_time, at(20));
+        assert_eq!(get(&again, "Progressing").status, "False");
+        let mut waiting = all.clone();
+        waiting[1].status.as_mut().unwrap().pending_restart = true;
+        let rolling = observed(&again, Some(2), 3, "orders-1", &waiting, &at(35));
+        let progressing = get(&rolling, "Progressing");
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("True", "RollingRestart")
+        );
+        assert!(
+            progressing
+                .message
+                .ends_with("a restart is pending on orders-2")
+        );
         let lost = [
             all[0].clone(),
             all[1].clone(),
