@@ -519,6 +519,42 @@ async fn bad_specs_a_killed_operator_sync_commits_and_parameter_changes() {
         replica_started < primary_started,
         "the primary restarted before the replica"
     );
+
+    // With reclaimPolicy Retain, deleting the cluster keeps the volumes and nothing else.
+    let patch = serde_json::json!({"spec": {"storage": {"reclaimPolicy": "Retain"}}});
+    clusters
+        .patch("orders", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "shop");
+    wait_for(
+        Duration::from_secs(30),
+        "volumes no longer owned",
+        || async {
+            let list = claims.list(&Default::default()).await.ok()?;
+            list.items
+                .iter()
+                .all(|c| {
+                    c.metadata
+                        .owner_references
+                        .as_ref()
+                        .is_none_or(Vec::is_empty)
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    clusters
+        .delete("orders", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(60), "only the volumes left", || async {
+        let mut left = leftovers(&client, "shop").await;
+        left.retain(|o| !o.starts_with("persistentvolume/"));
+        left.sort();
+        (left == ["pvc/orders-1", "pvc/orders-2"]).then_some(())
+    })
+    .await;
 }
 
 async fn set_parameter(clusters: &Api<PgCluster>, name: &str, value: &str) {

@@ -2,7 +2,7 @@
 
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::KubeSchema;
-use schemars::{Schema, SchemaGenerator, json_schema};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 /// The regular expression Kubernetes itself uses for a resource quantity.
@@ -51,6 +51,22 @@ pub struct StorageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub storage_class_name: Option<String>,
+    /// What happens to an instance's volume when the instance goes (scale down, cluster
+    /// deleted): `Delete` removes the volume and its data with it; `Retain` keeps the PVC
+    /// (named like the instance) for a person, or for a later instance of the same name,
+    /// which then starts on that data.
+    #[serde(default)]
+    pub reclaim_policy: ReclaimPolicy,
+}
+
+/// What happens to a volume whose instance goes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ReclaimPolicy {
+    /// The volume is deleted with its instance.
+    #[default]
+    Delete,
+    /// The volume stays.
+    Retain,
 }
 
 /// An S3-compatible object store location.

@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::PgInstance;
+use crate::api::common::ReclaimPolicy;
 use crate::api::instance::InstancePhase;
 use crate::plan::agent::OrderedRole;
 use crate::plan::names::{self, SecretKind};
@@ -55,11 +56,16 @@ fn meta(
     }
 }
 
-/// The instance's data volume; named like the instance.
+/// The instance's data volume; named like the instance. Owned by the instance (and deleted
+/// with it) unless the reclaim policy is `Retain`.
 pub fn pvc(instance: &PgInstance, owner: &OwnerReference) -> PersistentVolumeClaim {
     let name = instance.metadata.name.clone().unwrap_or_default();
+    let mut metadata = meta(instance, owner, name, "data");
+    if instance.spec.storage.reclaim_policy == ReclaimPolicy::Retain {
+        metadata.owner_references = None;
+    }
     PersistentVolumeClaim {
-        metadata: meta(instance, owner, name, "data"),
+        metadata,
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".into()]),
             storage_class_name: instance.spec.storage.storage_class_name.clone(),
@@ -556,7 +562,11 @@ mod tests {
             .clone()
             .unwrap();
         assert_eq!(claim.claim_name, "orders-2");
-        let pvc = pvc(&instance, &owner);
-        assert_eq!(pvc.metadata.name.as_deref(), Some("orders-2"));
+        let mut instance = instance;
+        let deleted = pvc(&instance, &owner);
+        assert_eq!(deleted.metadata.name.as_deref(), Some("orders-2"));
+        assert_eq!(deleted.metadata.owner_references, Some(vec![owner.clone()]));
+        instance.spec.storage.reclaim_policy = ReclaimPolicy::Retain;
+        assert_eq!(pvc(&instance, &owner).metadata.owner_references, None);
     }
 }
