@@ -12,6 +12,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use pgha::api::instance::InstanceRole;
+use pgha::api::instance::PgInstanceStatus;
 use pgha::api::{PgCluster, PgInstance};
 
 #[path = "common/eventually.rs"]
@@ -107,7 +108,7 @@ async fn a_cluster_comes_up_replicates_survives_pod_loss_scales_and_goes_away() 
     assert!(status.instances[1..].iter().all(|i| i.lag_bytes.is_some()));
 
     // Writes through -rw, with the generated credentials, are read through -ro.
-    let (app, rw, writer) = through(&cluster, &client, "orders-rw").await;
+    let (app, _, writer) = through(&cluster, &client, "orders-rw").await;
     writer
         .batch_execute(
             "CREATE TABLE marks (n int); INSERT INTO marks SELECT generate_series(1, 100)",
@@ -177,8 +178,50 @@ async fn a_cluster_comes_up_replicates_survives_pod_loss_scales_and_goes_away() 
     })
     .await;
 
+    // A new image rolls through the replicas, then the primary, each pod re-created on its
+    // volume; the data stays.
+    patch_spec(
+        &clusters,
+        serde_json::json!({"image": "pgha/postgres:15.99"}),
+    )
+    .await;
+    every_instance(
+        &instances,
+        Duration::from_secs(180),
+        "the new image everywhere",
+        |s| s.image.as_deref() == Some("pgha/postgres:15.99") && s.ready,
+    )
+    .await;
+    let created = |name: &'static str| {
+        let pods = pods.clone();
+        async move {
+            pods.get(name)
+                .await
+                .unwrap()
+                .metadata
+                .creation_timestamp
+                .unwrap()
+                .0
+        }
+    };
+    let primary_pod = created("orders-1").await;
+    assert!(created("orders-2").await < primary_pod && created("orders-3").await < primary_pod);
+    wait_for(
+        Duration::from_secs(60),
+        "orders Healthy on the new image",
+        || healthy(&clusters, "orders", 3),
+    )
+    .await;
+    let (_, _, after_roll) = through(&cluster, &client, "orders-rw").await;
+    let count: i64 = after_roll
+        .query_one("SELECT count(*) FROM marks", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 101);
+
     // 3 → 5: the status says so while it happens, the new replicas clone and join.
-    let generation = scale(&clusters, 5).await;
+    let generation = patch_spec(&clusters, serde_json::json!({"instances": 5})).await;
     wait_for(
         Duration::from_secs(10),
         "status of the new generation, not ready",
@@ -194,7 +237,7 @@ async fn a_cluster_comes_up_replicates_survives_pod_loss_scales_and_goes_away() 
         healthy(&clusters, "orders", 5)
     })
     .await;
-    let primary = connect(rw, &app).await.unwrap();
+    let (_, _, primary) = through(&cluster, &client, "orders-rw").await;
     let slots = |primary: tokio_postgres::Client| async move {
         let rows = primary
             .query("SELECT slot_name FROM pg_replication_slots ORDER BY 1", &[])
@@ -209,7 +252,7 @@ async fn a_cluster_comes_up_replicates_survives_pod_loss_scales_and_goes_away() 
     assert_eq!(five.len(), 4, "{five:?}");
 
     // 5 → 2: replicas go with their pods and volumes, their slots are dropped.
-    scale(&clusters, 2).await;
+    patch_spec(&clusters, serde_json::json!({"instances": 2})).await;
     wait_for(Duration::from_secs(60), "orders Healthy with 2", || {
         healthy(&clusters, "orders", 2)
     })
@@ -260,14 +303,31 @@ async fn a_cluster_comes_up_replicates_survives_pod_loss_scales_and_goes_away() 
     .await;
 }
 
-/// Sets `spec.instances`; returns the new generation.
-async fn scale(clusters: &Api<PgCluster>, instances: i32) -> i64 {
-    let patch = serde_json::json!({"spec": {"instances": instances}});
+/// Merges `spec` into the spec of `orders`; returns the new generation.
+async fn patch_spec(clusters: &Api<PgCluster>, spec: serde_json::Value) -> i64 {
+    let patch = serde_json::json!({ "spec": spec });
     let patched = clusters
         .patch("orders", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
     patched.metadata.generation.unwrap()
+}
+
+/// Waits until `check` holds for the status of every instance.
+async fn every_instance(
+    instances: &Api<PgInstance>,
+    within: Duration,
+    what: &str,
+    check: impl Fn(&PgInstanceStatus) -> bool,
+) {
+    wait_for(within, what, || async {
+        let list = instances.list(&Default::default()).await.ok()?;
+        list.items
+            .iter()
+            .all(|i| check(&i.status.clone().unwrap_or_default()))
+            .then_some(())
+    })
+    .await;
 }
 
 /// Every object of every kind the operator creates that is still in `namespace`.
@@ -462,19 +522,11 @@ async fn bad_specs_a_killed_operator_sync_commits_and_parameter_changes() {
     )
     .await;
     let instances: Api<PgInstance> = Api::namespaced(client.clone(), "shop");
-    wait_for(
+    every_instance(
+        &instances,
         Duration::from_secs(120),
-        "both restarted, nothing pending",
-        || async {
-            let list = instances.list(&Default::default()).await.ok()?;
-            list.items
-                .iter()
-                .all(|i| {
-                    let s = i.status.clone().unwrap_or_default();
-                    s.restarted == Some(1) && !s.pending_restart && s.ready
-                })
-                .then_some(())
-        },
+        "both restarted",
+        |s| s.restarted == Some(1) && !s.pending_restart && s.ready,
     )
     .await;
     wait_for(
@@ -521,11 +573,11 @@ async fn bad_specs_a_killed_operator_sync_commits_and_parameter_changes() {
     );
 
     // With reclaimPolicy Retain, deleting the cluster keeps the volumes and nothing else.
-    let patch = serde_json::json!({"spec": {"storage": {"reclaimPolicy": "Retain"}}});
-    clusters
-        .patch("orders", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    patch_spec(
+        &clusters,
+        serde_json::json!({"storage": {"reclaimPolicy": "Retain"}}),
+    )
+    .await;
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "shop");
     wait_for(
         Duration::from_secs(30),
@@ -558,9 +610,6 @@ async fn bad_specs_a_killed_operator_sync_commits_and_parameter_changes() {
 }
 
 async fn set_parameter(clusters: &Api<PgCluster>, name: &str, value: &str) {
-    let patch = serde_json::json!({"spec": {"postgresql": {"parameters": {name: value}}}});
-    clusters
-        .patch("orders", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap();
+    let parameters = serde_json::json!({"postgresql": {"parameters": {name: value}}});
+    patch_spec(clusters, parameters).await;
 }

@@ -134,6 +134,9 @@ pub struct PgInstanceStatus {
     /// The highest `spec.restart` the agent has carried out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarted: Option<i64>,
+    /// The image of the server pod once it is ready (written by the operator).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     /// The `metadata.generation` whose configuration the agent has applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_generation: Option<i64>,

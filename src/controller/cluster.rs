@@ -20,8 +20,8 @@ use super::{Context, Error};
 use crate::api::instance::InstanceRole;
 use crate::api::validation::validate;
 use crate::api::{PgCluster, PgInstance};
-use crate::plan::children::{FreshPasswords, Primary, children};
-use crate::plan::rollout::{Member, next_restart};
+use crate::plan::children::{FreshPasswords, Primary, Rolling, children, default_image};
+use crate::plan::rollout::{Member, next_image, next_restart};
 use crate::plan::{names, status};
 
 pub const FIELD_MANAGER: &str = "pgha/cluster";
@@ -151,10 +151,22 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
         name: primary_name.clone(),
         endpoint,
     };
-    // Settings waiting for a restart roll through the instances one at a time.
-    let mut restarts: BTreeMap<String, i64> = observed
+    // New images, then settings waiting for a restart, roll through the instances one at a
+    // time; an instance keeps what it has until its turn.
+    let image = cluster
+        .spec
+        .image
+        .clone()
+        .unwrap_or_else(|| default_image(cluster.spec.postgres_version));
+    let mut rolling: BTreeMap<String, Rolling> = observed
         .iter()
-        .map(|i| (i.name_any(), i.spec.restart))
+        .map(|i| {
+            let kept = Rolling {
+                restart: i.spec.restart,
+                image: Some(i.spec.image.clone()),
+            };
+            (i.name_any(), kept)
+        })
         .collect();
     let members: Vec<Member> = observed
         .iter()
@@ -169,15 +181,25 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
                 done: s.restarted.unwrap_or(0),
                 config_current: s.config_generation.is_some()
                     && s.config_generation == i.metadata.generation,
+                image_changing: s.image.as_deref() != Some(i.spec.image.as_str()),
+                image_stale: i.spec.image != image,
             }
         })
         .collect();
-    if let Some(next) = next_restart(&members) {
-        *restarts.entry(next.to_string()).or_default() += 1;
+    if let Some(next) = next_image(&members) {
+        if let Some(kept) = rolling.get_mut(next) {
+            kept.image = Some(image.clone());
+        }
+        let note = format!("moving {next} to image {image}");
+        ctx.event(&reference, false, "ImageRollout", note).await;
+    } else if let Some(next) = next_restart(&members) {
+        if let Some(kept) = rolling.get_mut(next) {
+            kept.restart += 1;
+        }
         let note = format!("restarting {next} for settings that need a restart");
         ctx.event(&reference, false, "RollingRestart", note).await;
     }
-    let wanted = children(&valid, &existing, &fresh, &primary, &restarts)?;
+    let wanted = children(&valid, &existing, &fresh, &primary, &rolling)?;
 
     apply(client, FIELD_MANAGER, &wanted.service_account).await?;
     apply(client, FIELD_MANAGER, &wanted.role).await?;

@@ -84,11 +84,18 @@ fn state(pod: &Pod) -> PodState {
             .as_secs()
             .max(0) as u64
     });
+    let image = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.clone())
+        .unwrap_or_default();
     PodState {
         phase,
         terminating: pod.metadata.deletion_timestamp.is_some(),
         message,
         finished_seconds_ago,
+        image,
     }
 }
 
@@ -193,10 +200,17 @@ async fn reconcile(instance: Arc<PgInstance>, ctx: Arc<Context>) -> Result<Actio
     let status = instance.status.clone().unwrap_or_default();
     // The agent reports ready; a pod that is gone or failing its probe cannot say otherwise.
     let stale_ready = status.ready && !server_pod.as_ref().is_some_and(pod_ready);
+    // The image the instance runs, once its pod is ready on it.
+    let running_image = server_pod
+        .as_ref()
+        .filter(|p| pod_ready(p))
+        .map(|p| state(p).image)
+        .or(status.image.clone());
     let changed = status.phase != Some(decision.phase)
         || status.reason.as_deref() != Some(decision.reason)
         || status.message.as_deref() != Some(decision.message.as_str())
         || status.init_failures.unwrap_or(0) != failures
+        || status.image != running_image
         || stale_ready;
     if changed {
         let mut fields = json!({
@@ -204,6 +218,7 @@ async fn reconcile(instance: Arc<PgInstance>, ctx: Arc<Context>) -> Result<Actio
             "reason": decision.reason,
             "message": decision.message,
             "initFailures": failures,
+            "image": running_image,
             "observedGeneration": instance.metadata.generation,
         });
         if stale_ready {

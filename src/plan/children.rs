@@ -61,22 +61,31 @@ pub fn default_image(postgres_version: i32) -> String {
     format!("pgha/postgres:{postgres_version}")
 }
 
+/// What a rollout (`plan::rollout`) keeps for one instance from one reconcile to the next.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rolling {
+    /// `spec.restart`.
+    pub restart: i64,
+    /// The image the instance keeps until its turn comes; None takes the cluster's.
+    pub image: Option<String>,
+}
+
 /// Computes the children of a valid cluster. `existing` maps the names of the cluster's
-/// Secrets that already exist to their data; `restarts` the instances' restart counters
-/// (`spec.restart`, see `plan::rollout`).
+/// Secrets that already exist to their data; `rolling` what each instance keeps while a
+/// rollout goes through.
 pub fn children(
     valid: &ValidCluster<'_>,
     existing: &BTreeMap<String, BTreeMap<String, ByteString>>,
     fresh: &FreshPasswords,
     primary: &Primary,
-    restarts: &BTreeMap<String, i64>,
+    rolling: &BTreeMap<String, Rolling>,
 ) -> Result<Children, PlanError> {
     let owner = valid
         .cluster
         .controller_owner_ref(&())
         .ok_or(PlanError::NoUid)?;
     Ok(Children {
-        instances: instances(valid, &owner, primary, restarts),
+        instances: instances(valid, &owner, primary, rolling),
         services: ServiceKind::ALL
             .iter()
             .map(|kind| service(valid, &owner, *kind))
@@ -116,7 +125,7 @@ fn instances(
     valid: &ValidCluster<'_>,
     owner: &OwnerReference,
     primary: &Primary,
-    restarts: &BTreeMap<String, i64>,
+    rolling: &BTreeMap<String, Rolling>,
 ) -> Vec<PgInstance> {
     let spec = &valid.cluster.spec;
     let image = spec
@@ -130,7 +139,7 @@ fn instances(
         .map(|ordinal| {
             let name = names::instance(valid.name, ordinal);
             let is_primary = name == primary.name;
-            let restart = restarts.get(&name).copied().unwrap_or(0);
+            let kept = rolling.get(&name).cloned().unwrap_or_default();
             let config = PostgresConfig {
                 parameters: spec.postgresql.parameters.clone(),
                 pg_hba: spec.postgresql.pg_hba.clone(),
@@ -148,7 +157,7 @@ fn instances(
                     cluster: valid.name.to_string(),
                     ordinal,
                     postgres_version: spec.postgres_version,
-                    image: image.clone(),
+                    image: kept.image.unwrap_or_else(|| image.clone()),
                     storage: spec.storage.clone(),
                     resources: spec.resources.clone(),
                     role: if is_primary {
@@ -159,7 +168,7 @@ fn instances(
                     primary: (!is_primary).then(|| primary.endpoint.clone()).flatten(),
                     fenced: false,
                     config,
-                    restart,
+                    restart: kept.restart,
                 },
                 status: None,
             }
@@ -437,10 +446,23 @@ mod tests {
         .unwrap();
         assert!(waiting.instances.iter().all(|i| i.spec.primary.is_none()));
         primary.endpoint = Some(endpoint.clone());
-        let restarts = BTreeMap::from([("orders-3".to_string(), 2)]);
-        let out = children(&valid, &BTreeMap::new(), &fresh(), &primary, &restarts).unwrap();
+        let kept = Rolling {
+            restart: 2,
+            image: Some("pgha/postgres:old".into()),
+        };
+        let rolling = BTreeMap::from([("orders-3".to_string(), kept)]);
+        let out = children(&valid, &BTreeMap::new(), &fresh(), &primary, &rolling).unwrap();
         let counters: Vec<i64> = out.instances.iter().map(|i| i.spec.restart).collect();
         assert_eq!(counters, [0, 0, 2]);
+        let images: Vec<&str> = out
+            .instances
+            .iter()
+            .map(|i| i.spec.image.as_str())
+            .collect();
+        assert_eq!(
+            images,
+            ["pgha/postgres:15", "pgha/postgres:15", "pgha/postgres:old"]
+        );
         let roles: Vec<_> = out.instances.iter().map(|i| i.spec.role).collect();
         use OrderedRole::{Primary as P, Replica as R};
         assert_eq!(roles, [R, P, R]);

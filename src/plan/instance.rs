@@ -264,6 +264,8 @@ pub struct PodState {
     pub message: String,
     /// Seconds since the pod's container finished, for a failed pod.
     pub finished_seconds_ago: Option<u64>,
+    /// The image its container runs.
+    pub image: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -339,6 +341,18 @@ pub fn next(observed: &Observed<'_>) -> Decision {
                 InstancePhase::Running,
                 "Restarting",
                 format!("pod {name} ended ({}); re-creating it", server.message),
+            );
+            d.actions.push(Action::DeleteServerPod);
+            d
+        }
+        (Some(server), _) if server.image != instance.spec.image => {
+            let mut d = decision(
+                InstancePhase::Running,
+                "Updating",
+                format!(
+                    "pod {name} runs {}; re-creating it with {} on the same volume",
+                    server.image, instance.spec.image
+                ),
             );
             d.actions.push(Action::DeleteServerPod);
             d
@@ -459,6 +473,7 @@ mod tests {
             terminating,
             message: "exit code 1".into(),
             finished_seconds_ago: ago,
+            image: "pgha/postgres:15".into(),
         })
     }
 
@@ -501,6 +516,7 @@ mod tests {
                 vec![DeleteInitPod { failed: false }], P::Running, "Running"),
             (Pri, false, running, None, state(Failed, false, None), vec![DeleteServerPod], P::Running, "Restarting"),
             (Pri, false, running, None, state(Running, true, None), vec![], P::Running, "Restarting"),
+            (Pri, false, running, None, new_image(), vec![DeleteServerPod], P::Running, "Updating"),
         ];
         for (i, (role, primary, phase, init, server, actions, want_phase, reason)) in
             cases.into_iter().enumerate()
@@ -517,6 +533,14 @@ mod tests {
                 "case {i}"
             );
         }
+    }
+
+    /// A running server pod on another image than the spec's.
+    fn new_image() -> Option<PodState> {
+        state(PodPhase::Running, false, None).map(|p| PodState {
+            image: "pgha/postgres:14".into(),
+            ..p
+        })
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! Rolling restarts. When instances report settings that wait for a restart, they are
-//! restarted one at a time: the replicas first, the primary last. Each restart happens only
-//! when every instance is ready and no other restart is under way, so the cluster never
-//! loses more than one member at once.
+//! Rolling changes: restarts for settings that wait for one, and new images. Instances are
+//! changed one at a time, the replicas first and the primary last. A change starts only when
+//! every instance is ready and no other change is under way, so the cluster never loses
+//! more than one member at once.
 
 /// One instance as the rollout sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,24 +18,35 @@ pub struct Member {
     /// The agent has applied the configuration of its current orders (so it has said whether
     /// that configuration needs a restart).
     pub config_current: bool,
+    /// Its pod does not (yet) run the image its spec names.
+    pub image_changing: bool,
+    /// Its spec names an image other than the cluster's.
+    pub image_stale: bool,
+}
+
+/// The instance that gets the cluster's image now, if any.
+pub fn next_image(members: &[Member]) -> Option<&str> {
+    next(members, |m| m.image_stale)
 }
 
 /// The instance whose restart counter goes up now, if any.
 pub fn next_restart(members: &[Member]) -> Option<&str> {
-    let under_way = members.iter().any(|m| m.ordered > m.done);
+    next(members, |m| m.pending_restart)
+}
+
+fn next(members: &[Member], wants: impl Fn(&Member) -> bool) -> Option<&str> {
+    let under_way = members
+        .iter()
+        .any(|m| m.ordered > m.done || m.image_changing);
     // Until every agent has applied the new configuration, a replica that needs a restart
     // may not have said so yet, and the primary would go first.
     let settled = members.iter().all(|m| m.ready && m.config_current);
     if under_way || !settled {
         return None;
     }
-    let pending = |primary: bool| {
-        members
-            .iter()
-            .find(|m| m.pending_restart && m.primary == primary)
-    };
-    pending(false)
-        .or_else(|| pending(true))
+    let first = |primary: bool| members.iter().find(|m| wants(m) && m.primary == primary);
+    first(false)
+        .or_else(|| first(true))
         .map(|m| m.name.as_str())
 }
 
@@ -52,6 +63,8 @@ mod tests {
             ordered: 0,
             done: 0,
             config_current: true,
+            image_changing: false,
+            image_stale: false,
         }
     }
 
@@ -84,6 +97,25 @@ mod tests {
         assert_eq!(next_restart(&members), None, "a-2 may need a restart too");
         members[1].config_current = true;
         assert_eq!(next_restart(&members), Some("a-1"));
+    }
+
+    #[test]
+    fn images_roll_the_same_way_and_one_change_waits_for_the_other() {
+        let mut members = vec![member("a-1", true, false), member("a-2", false, false)];
+        members[0].image_stale = true;
+        members[1].image_stale = true;
+        assert_eq!(next_image(&members), Some("a-2"));
+        members[1].image_stale = false;
+        members[1].image_changing = true;
+        assert_eq!(next_image(&members), None, "a-2's pod is being replaced");
+        members[1].pending_restart = true;
+        assert_eq!(
+            next_restart(&members),
+            None,
+            "no restart during an image change"
+        );
+        members[1].image_changing = false;
+        assert_eq!(next_image(&members), Some("a-1"));
     }
 
     #[test]
