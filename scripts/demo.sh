@@ -33,12 +33,7 @@ cat <<TEXT
 
 pgha demo: a Kubernetes v1.33 control plane and 3 nodes run on loopback; pods are processes.
 The operator runs as a pod and made the PgCluster "orders": a primary and two streaming
-replicas behind orders-rw / orders-ro. Connect (from this machine) with:
-
-  secret() { $kubectl get secret orders-app -o jsonpath="{.data.\$1}" | base64 -d; }
-  psql "host=\$($kubectl get svc orders-rw -o jsonpath='{.spec.clusterIP}') user=\$(secret username) dbname=\$(secret dbname) password=\$(secret password)"
-
-In another shell:
+replicas behind orders-rw / orders-ro. In another shell:
 
   export KUBECONFIG=$KUBECONFIG
   alias kubectl=$kubectl
@@ -47,6 +42,10 @@ In another shell:
   kubectl get pods,pvc,svc,secrets
   kubectl get events --sort-by=.lastTimestamp   # the operator's decisions
   target/debug/pgha-e2e --help          # logs, kill/freeze/thaw a pod, stop a node
+
+  # connect through orders-rw with the generated credentials
+  secret() { kubectl get secret orders-app -o jsonpath="{.data.\$1}" | base64 -d; }
+  psql "host=\$(kubectl get svc orders-rw -o jsonpath='{.spec.clusterIP}') user=\$(secret username) dbname=\$(secret dbname) password=\$(secret password)"
 
 Ctrl-C stops everything.
 TEXT
