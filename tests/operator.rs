@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
@@ -463,6 +464,32 @@ async fn bad_specs_a_killed_operator_sync_commits_and_parameter_changes() {
             "service/orders-rw",
             "serviceaccount/orders-instance",
         ]
+    );
+
+    // A graceful stop hands the Lease back: the standby takes it long before it would have
+    // run out (15 s after the last renewal).
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "pgha-system");
+    let before = leases.get("pgha-operator").await.unwrap().spec.unwrap();
+    let stopping = before.holder_identity.clone().unwrap();
+    Api::<Pod>::namespaced(client.clone(), "pgha-system")
+        .delete(&stopping, &DeleteParams::default())
+        .await
+        .unwrap();
+    let after = wait_for(Duration::from_secs(30), "another holder", || async {
+        let spec = leases.get("pgha-operator").await.ok()?.spec?;
+        let holder = spec.holder_identity.as_deref()?;
+        (holder != stopping).then_some(spec)
+    })
+    .await;
+    let handover = after
+        .acquire_time
+        .unwrap()
+        .0
+        .duration_since(before.renew_time.unwrap().0);
+    println!("the standby took the Lease {handover:#} after the leader's last seen renewal");
+    assert!(
+        handover.as_secs() < 15,
+        "the Lease ran out instead: {handover:#}"
     );
 
     // synchronous.number 1 with one replica: a commit waits for it. Frozen, commits block;

@@ -1,7 +1,7 @@
 //! Leader election with a `coordination.k8s.io` Lease, so that two operator replicas never act
 //! at once. The holder renews every 2 s; a Lease not renewed for 15 s may be taken over. A
 //! holder that cannot renew within 10 s — before anyone else may take over — gives up (the
-//! caller exits). Written here because the leader-election crates on crates.io are built on
+//! caller exits); one that stops gracefully hands the Lease back. Written here because the leader-election crates on crates.io are built on
 //! older kube versions, and a second kube in the build costs minutes.
 
 use std::time::Duration;
@@ -60,7 +60,7 @@ impl Lease {
     }
 
     /// Renews until it cannot; returns why it stopped.
-    pub async fn keep(self) -> String {
+    pub async fn keep(&self) -> String {
         let mut last = tokio::time::Instant::now();
         loop {
             tokio::time::sleep(RENEW_EVERY).await;
@@ -72,6 +72,27 @@ impl Lease {
                 }
                 Err(e) => tracing::warn!(error = %e, "renewing the leader Lease failed"),
             }
+        }
+    }
+
+    /// Hands the Lease back on a graceful stop: no holder, so a standby takes it at its next
+    /// try. A failure only means the standby waits for the Lease to run out.
+    pub async fn release(&self) {
+        let Ok(Some(current)) = self.api.get_opt(NAME).await else {
+            return;
+        };
+        let mut spec = current.spec.clone().unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(&self.identity) {
+            return;
+        }
+        spec.holder_identity = None;
+        let lease = LeaseObject {
+            metadata: current.metadata.clone(),
+            spec: Some(spec),
+        };
+        match self.api.replace(NAME, &PostParams::default(), &lease).await {
+            Ok(_) => tracing::info!("leader Lease handed back"),
+            Err(e) => tracing::warn!(error = %e, "leader Lease not handed back"),
         }
     }
 

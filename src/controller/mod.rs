@@ -25,17 +25,28 @@ pub struct Options {
 }
 
 /// Runs both controllers until SIGTERM / Ctrl-C. The Lease is taken first; losing it ends
-/// the process (see [`leader`]).
+/// the process (see [`leader`]). On a graceful stop the Lease is handed back, so the standby
+/// takes over at once instead of after the Lease runs out.
 pub async fn run(
     client: kube::Client,
     options: Options,
     health: Arc<http::Health>,
 ) -> Result<(), Error> {
-    let lease = leader::Lease::new(client.clone(), &options.lease_namespace, &options.identity);
-    lease.acquire(&health).await?;
+    let lease = Arc::new(leader::Lease::new(
+        client.clone(),
+        &options.lease_namespace,
+        &options.identity,
+    ));
+    tokio::select! {
+        acquired = lease.acquire(&health) => acquired?,
+        () = stop_signal() => return Ok(()),
+    }
     health.set_leading();
     tracing::info!(identity = %options.identity, "leading");
-    let renew = tokio::spawn(lease.keep());
+    let renew = tokio::spawn({
+        let lease = lease.clone();
+        async move { lease.keep().await }
+    });
     let ctx = Arc::new(Context::new(
         client,
         &options.identity,
@@ -50,5 +61,22 @@ pub async fn run(
             std::process::exit(1);
         }
     }
+    lease.release().await;
     Ok(())
+}
+
+/// SIGTERM or Ctrl-C.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }
