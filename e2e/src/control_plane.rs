@@ -44,7 +44,23 @@ impl ControlPlane {
     /// Starts etcd and kube-apiserver, waits until the API server reports ready, then starts
     /// the controller-manager and the scheduler. Service cluster IPs come from the loopback
     /// block of `index` (see [`net`]), so that the Service proxies can listen on them.
+    ///
+    /// Ports are picked free and then handed to the processes, so a cluster starting at the
+    /// same moment can take one first; a start whose process exits is tried again, twice.
     pub fn start_at(index: u8) -> Result<Self, Error> {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start(index) {
+                Err(e) if attempt < 3 => {
+                    eprintln!("pgha-e2e: the control plane did not start ({e}); trying again");
+                    attempt += 1;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn try_start(index: u8) -> Result<Self, Error> {
         let bin = bin_dir();
         for name in [
             "etcd",

@@ -15,6 +15,7 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
+use super::agents;
 use super::apply::{apply, prune};
 use super::{Context, Error};
 use crate::api::instance::InstanceRole;
@@ -236,12 +237,25 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
 
     let mut current: Vec<PgInstance> = applied;
     current.sort_by_key(|i| i.spec.ordinal);
+    // Every ready agent's report of this moment, read in parallel.
+    let reads = current.iter().filter_map(|i| {
+        let status = i.status.as_ref().filter(|s| s.ready)?;
+        let endpoint = status.endpoint.clone()?;
+        let name = i.name_any();
+        Some(async move { agents::detail(&endpoint).await.map(|d| (name, d)) })
+    });
+    let details: BTreeMap<_, _> = futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
     let next = status::observed(
         &previous,
         generation,
         cluster.spec.instances,
         &primary_name,
         &current,
+        &details,
         &now(),
     );
     if next != previous {

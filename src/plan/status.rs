@@ -4,9 +4,12 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use std::collections::BTreeMap;
+
 use crate::api::PgInstance;
 use crate::api::cluster::{ClusterPhase, InstanceSummary, PgClusterStatus};
 use crate::api::instance::{InstancePhase, InstanceRole};
+use crate::plan::wal::parse_lsn;
 
 /// A condition with `lastTransitionTime` kept from `previous` when the status is unchanged.
 pub fn condition(
@@ -33,26 +36,53 @@ pub fn condition(
     }
 }
 
-/// The status of a cluster whose spec passed validation.
+/// What an agent says now on its status port (read by the operator in one pass).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Detail {
+    /// WAL written (a primary).
+    pub current_lsn: Option<String>,
+    /// WAL replayed (a replica).
+    pub replayed_lsn: Option<String>,
+}
+
+/// The status of a cluster whose spec passed validation. `details` are the agents' reports
+/// of this moment, by instance: with them a replica's lag is the primary's WAL position
+/// minus what the replica has replayed, both read now; without them, what the instance last
+/// wrote to its status.
 pub fn observed(
     previous: &PgClusterStatus,
     generation: Option<i64>,
     wanted: i32,
     primary: &str,
     instances: &[PgInstance],
+    details: &BTreeMap<String, Detail>,
     now: &Time,
 ) -> PgClusterStatus {
+    let primary_lsn = details
+        .get(primary)
+        .and_then(|d| d.current_lsn.as_deref())
+        .and_then(parse_lsn);
     let summaries: Vec<InstanceSummary> = instances
         .iter()
         .map(|i| {
             let s = i.status.clone().unwrap_or_default();
+            let name = i.metadata.name.clone().unwrap_or_default();
+            let detail = details.get(&name);
+            let replayed = detail.and_then(|d| d.replayed_lsn.clone());
+            let lag = match (primary_lsn, replayed.as_deref().and_then(parse_lsn)) {
+                (Some(head), Some(at)) if name != primary => Some(head.saturating_sub(at) as i64),
+                _ => s.lag_bytes,
+            };
+            let lsn = detail
+                .and_then(|d| d.current_lsn.clone().or(replayed))
+                .or(s.current_lsn);
             InstanceSummary {
-                name: i.metadata.name.clone().unwrap_or_default(),
+                name,
                 role: s.role,
                 ready: s.ready,
                 timeline: s.timeline,
-                lsn: s.current_lsn,
-                lag_bytes: s.lag_bytes,
+                lsn,
+                lag_bytes: lag,
             }
         })
         .collect();
@@ -209,6 +239,42 @@ mod tests {
         i
     }
 
+    fn none() -> BTreeMap<String, Detail> {
+        BTreeMap::new()
+    }
+
+    #[test]
+    fn lag_is_measured_against_the_primary_of_the_same_moment() {
+        use InstanceRole::*;
+        let all = [
+            instance("orders-1", Primary, true),
+            instance("orders-2", Replica, true),
+            instance("orders-3", Replica, true),
+        ];
+        let detail = |current: Option<&str>, replayed: Option<&str>| Detail {
+            current_lsn: current.map(String::from),
+            replayed_lsn: replayed.map(String::from),
+        };
+        let details = BTreeMap::from([
+            ("orders-1".to_string(), detail(Some("0/3000100"), None)),
+            ("orders-2".to_string(), detail(None, Some("0/3000000"))),
+        ]);
+        let s = observed(
+            &PgClusterStatus::default(),
+            Some(1),
+            3,
+            "orders-1",
+            &all,
+            &details,
+            &at(1),
+        );
+        let lags: Vec<_> = s.instances.iter().map(|i| i.lag_bytes).collect();
+        // orders-3 did not answer: what it last reported (0).
+        assert_eq!(lags, [None, Some(256), Some(0)]);
+        assert_eq!(s.instances[0].lsn.as_deref(), Some("0/3000100"));
+        assert_eq!(s.instances[1].lsn.as_deref(), Some("0/3000000"));
+    }
+
     fn get<'a>(status: &'a PgClusterStatus, type_: &str) -> &'a Condition {
         status.conditions.iter().find(|c| c.type_ == type_).unwrap()
     }
@@ -218,7 +284,7 @@ mod tests {
         use InstanceRole::*;
         let start = PgClusterStatus::default();
         let one = [instance("orders-1", Primary, true)];
-        let creating = observed(&start, Some(1), 3, "orders-1", &one, &at(10));
+        let creating = observed(&start, Some(1), 3, "orders-1", &one, &none(), &at(10));
         assert_eq!(creating.phase, Some(ClusterPhase::Creating));
         assert_eq!(get(&creating, "Ready").status, "False");
         assert_eq!(
@@ -230,18 +296,18 @@ mod tests {
             instance("orders-2", Replica, true),
             instance("orders-3", Replica, true),
         ];
-        let healthy = observed(&creating, Some(1), 3, "orders-1", &all, &at(20));
+        let healthy = observed(&creating, Some(1), 3, "orders-1", &all, &none(), &at(20));
         assert_eq!(healthy.phase, Some(ClusterPhase::Healthy));
         assert_eq!(healthy.ready_instances, 3);
         assert_eq!(get(&healthy, "Ready").last_transition_time, at(20));
         // Unchanged conditions keep their transition time.
         assert_eq!(get(&healthy, "Degraded").last_transition_time, at(10));
-        let again = observed(&healthy, Some(1), 3, "orders-1", &all, &at(30));
+        let again = observed(&healthy, Some(1), 3, "orders-1", &all, &none(), &at(30));
         assert_eq!(get(&again, "Ready").last_transition_time, at(20));
         assert_eq!(get(&again, "Progressing").status, "False");
         let mut waiting = all.clone();
         waiting[1].status.as_mut().unwrap().pending_restart = true;
-        let rolling = observed(&again, Some(2), 3, "orders-1", &waiting, &at(35));
+        let rolling = observed(&again, Some(2), 3, "orders-1", &waiting, &none(), &at(35));
         let progressing = get(&rolling, "Progressing");
         assert_eq!(
             (progressing.status.as_str(), progressing.reason.as_str()),
@@ -257,7 +323,7 @@ mod tests {
             all[1].clone(),
             instance("orders-3", Replica, false),
         ];
-        let degraded = observed(&again, Some(2), 3, "orders-1", &lost, &at(40));
+        let degraded = observed(&again, Some(2), 3, "orders-1", &lost, &none(), &at(40));
         assert_eq!(degraded.phase, Some(ClusterPhase::Degraded));
         assert_eq!(get(&degraded, "Ready").observed_generation, Some(2));
         assert!(!degraded.instances[2].ready);
@@ -271,6 +337,7 @@ mod tests {
             1,
             "orders-1",
             &[],
+            &none(),
             &at(1),
         );
         let refused = refused(&previous, Some(2), "InvalidSpec", "fix it".into(), &at(5));

@@ -1,0 +1,55 @@
+//! The agents' own reports, read from their read-only `/status` port. PgInstance status says
+//! what each agent last wrote; this is what every agent says now, read at one moment, so that
+//! the lag of each replica is measured against the primary's WAL position of that moment.
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::net::TcpStream;
+
+use crate::plan::agent::Endpoint;
+use crate::plan::instance::STATUS_PORT;
+use crate::plan::status::Detail;
+
+/// The part of an agent's `/status` the operator uses.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Report {
+    #[serde(default)]
+    current_lsn: Option<String>,
+    #[serde(default)]
+    replayed_lsn: Option<String>,
+}
+
+/// An agent's report, or None when it does not answer within a second.
+pub async fn detail(agent: &Endpoint) -> Option<Detail> {
+    let read = async {
+        let address = format!("{}:{STATUS_PORT}", agent.host);
+        let stream = TcpStream::connect(&address).await.ok()?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .ok()?;
+        tokio::spawn(connection);
+        let request = hyper::Request::get("/status")
+            .header("host", address)
+            .body(Empty::<Bytes>::new())
+            .ok()?;
+        let response = sender.send_request(request).await.ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        let body = response.into_body().collect().await.ok()?.to_bytes();
+        let report: Report = serde_json::from_slice(&body).ok()?;
+        Some(Detail {
+            current_lsn: report.current_lsn,
+            replayed_lsn: report.replayed_lsn,
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(1), read)
+        .await
+        .ok()
+        .flatten()
+}
