@@ -33,8 +33,8 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
-/// What the agent is told to be. Today it comes from a file; the controller issue writes it
-/// from the PgInstance and PgCluster.
+/// What the agent is told to be: the spec of its PgInstance (written by the cluster
+/// controller), or a file.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Orders {
