@@ -419,11 +419,9 @@ pub fn next(observed: &Observed<'_>) -> Decision {
             ),
         },
     };
-    if observed.server_pod.is_some() && observed.init_pod.as_ref().is_some_and(|p| !p.terminating) {
-        out.actions.push(Action::DeleteInitPod { failed: false });
-    }
+    // Once the data directory exists (every Running decision, with or without a server pod),
+    // the init pod has done its work.
     if out.phase == InstancePhase::Running
-        && observed.server_pod.is_none()
         && observed.init_pod.as_ref().is_some_and(|p| !p.terminating)
     {
         out.actions.push(Action::DeleteInitPod { failed: false });
