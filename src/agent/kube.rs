@@ -5,7 +5,6 @@
 use std::sync::Mutex;
 
 use futures::StreamExt;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -15,6 +14,7 @@ use tokio::task::JoinHandle;
 use super::error::{AgentError, Result};
 use super::status::Status;
 use crate::api::PgInstance;
+use crate::controller::apply::apply_status;
 use crate::plan::agent::{Endpoint, Orders};
 
 /// The field manager of what the agent writes.
@@ -134,17 +134,7 @@ impl StatusWriter {
         if self.last.lock().unwrap_or_else(|e| e.into_inner()).as_ref() == Some(&fields) {
             return Ok(());
         }
-        let patch = json!({
-            "apiVersion": "pgha.dev/v1",
-            "kind": "PgInstance",
-            "status": fields,
-        });
-        self.api
-            .patch_status(
-                &self.name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
+        apply_status(&self.api, &self.name, FIELD_MANAGER, &fields)
             .await
             .map_err(api_error(format!(
                 "writing the status of PgInstance {}",

@@ -9,14 +9,13 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 
 use super::agents;
-use super::apply::{apply, prune};
+use super::apply::{apply, apply_status, prune};
 use super::{Context, Error};
 use crate::api::instance::InstanceRole;
 use crate::api::validation::validate;
@@ -104,7 +103,7 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
             );
             if refused != previous {
                 ctx.event(&reference, true, "InvalidSpec", message).await;
-                write_status(&clusters, &name, &refused).await?;
+                apply_status(&clusters, &name, FIELD_MANAGER, &refused).await?;
             }
             // Nothing is touched until the spec changes.
             return Ok(Action::await_change());
@@ -263,7 +262,7 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
             let note = format!("phase {:?}: {}", next.phase, next.conditions[0].message);
             ctx.event(&reference, false, "PhaseChanged", note).await;
         }
-        write_status(&clusters, &name, &next).await?;
+        apply_status(&clusters, &name, FIELD_MANAGER, &next).await?;
     }
     let settled = next.ready_instances == cluster.spec.instances;
     Ok(Action::requeue(Duration::from_secs(if settled {
@@ -271,23 +270,4 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
     } else {
         5
     })))
-}
-
-async fn write_status(
-    api: &Api<PgCluster>,
-    name: &str,
-    status: &crate::api::cluster::PgClusterStatus,
-) -> Result<(), Error> {
-    let patch = json!({
-        "apiVersion": "pgha.dev/v1",
-        "kind": "PgCluster",
-        "status": status,
-    });
-    api.patch_status(
-        name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
-    Ok(())
 }

@@ -13,7 +13,7 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::apply::apply;
+use super::apply::{apply, apply_status};
 use super::{Context, Error};
 use crate::api::PgInstance;
 use crate::api::instance::InstanceRole;
@@ -140,10 +140,11 @@ async fn reconcile(instance: Arc<PgInstance>, ctx: Arc<Context>) -> Result<Actio
     let init_name = names::init_pod(&name);
     let init_pod = pods.get_opt(&init_name).await?;
     let server_pod = pods.get_opt(&name).await?;
+    let server_state = server_pod.as_ref().map(state);
     let decision = instance::next(&instance::Observed {
         instance: &instance,
         init_pod: init_pod.as_ref().map(state),
-        server_pod: server_pod.as_ref().map(state),
+        server_pod: server_state.clone(),
     });
     let reference = instance.object_ref(&());
     let mut failures = instance
@@ -201,10 +202,9 @@ async fn reconcile(instance: Arc<PgInstance>, ctx: Arc<Context>) -> Result<Actio
     // The agent reports ready; a pod that is gone or failing its probe cannot say otherwise.
     let stale_ready = status.ready && !server_pod.as_ref().is_some_and(pod_ready);
     // The image the instance runs, once its pod is ready on it.
-    let running_image = server_pod
-        .as_ref()
-        .filter(|p| pod_ready(p))
-        .map(|p| state(p).image)
+    let running_image = server_state
+        .filter(|_| server_pod.as_ref().is_some_and(pod_ready))
+        .map(|s| s.image)
         .or(status.image.clone());
     let changed = status.phase != Some(decision.phase)
         || status.reason.as_deref() != Some(decision.reason)
@@ -224,18 +224,8 @@ async fn reconcile(instance: Arc<PgInstance>, ctx: Arc<Context>) -> Result<Actio
         if stale_ready {
             fields["ready"] = json!(false);
         }
-        let patch = json!({
-            "apiVersion": "pgha.dev/v1",
-            "kind": "PgInstance",
-            "status": fields,
-        });
-        Api::<PgInstance>::namespaced(client.clone(), &namespace)
-            .patch_status(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
+        let instances = Api::<PgInstance>::namespaced(client.clone(), &namespace);
+        apply_status(&instances, &name, FIELD_MANAGER, &fields).await?;
     }
     Ok(Action::requeue(
         decision.requeue.unwrap_or(Duration::from_secs(30)),

@@ -3,7 +3,7 @@
 //! and applies it with server-side apply; nothing here decides anything itself.
 
 mod agents;
-mod apply;
+pub(crate) mod apply;
 pub mod cluster;
 mod context;
 mod error;
