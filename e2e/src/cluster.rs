@@ -162,10 +162,6 @@ impl Cluster {
         self.plane.kubeconfig()
     }
 
-    pub fn control_plane(&self) -> &ControlPlane {
-        &self.plane
-    }
-
     pub fn state_dir(&self) -> &Path {
         &self.state
     }

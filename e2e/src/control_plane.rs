@@ -191,24 +191,14 @@ impl ControlPlane {
         self.dir.path().join("kubeconfig")
     }
 
-    /// The API server's serving certificate chain (PEM), which in-pod clients trust.
-    pub fn ca_pem(&self) -> Result<String, Error> {
+    /// The API server's serving certificate chain (PEM), embedded in the kubeconfig.
+    fn ca_pem(&self) -> Result<String, Error> {
         std::fs::read_to_string(self.dir.path().join("certs/apiserver.crt")).map_err(fail)
-    }
-
-    /// The bearer token of the admin user, for the node agents and the tools.
-    pub fn admin_token(&self) -> &'static str {
-        ADMIN_TOKEN
     }
 
     /// The API server's loopback port.
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    /// The PIDs of the control-plane processes, for the CLI's `down`.
-    pub fn pids(&self) -> Vec<u32> {
-        self.children.iter().map(Child::id).collect()
     }
 
     /// The end of a component's log, for failure messages.
@@ -279,7 +269,7 @@ impl Drop for ControlPlane {
     }
 }
 
-pub(crate) fn free_port() -> Result<u16, Error> {
+fn free_port() -> Result<u16, Error> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(fail)?;
     Ok(listener.local_addr().map_err(fail)?.port())
 }
