@@ -55,9 +55,9 @@ struct Run {
     state: ContainerState,
     last: Option<ContainerStateTerminated>,
     restarts: i32,
-    ran_before: bool,
     not_before: Instant,
     backoff: Duration,
+    /// When the latest run started; None until the first.
     started_at: Option<Instant>,
     ready: bool,
     started: bool,
@@ -99,7 +99,6 @@ impl Run {
             ),
             last: None,
             restarts: 0,
-            ran_before: false,
             not_before: Instant::now(),
             backoff: BACKOFF_FIRST,
             started_at: None,
@@ -378,10 +377,10 @@ impl Worker {
             Ok((child, handle)) => {
                 ctx.processes.add(&handle);
                 write_handle(&self.dir, &run.spec.name, &handle);
-                if run.ran_before {
+                // Every start after the first is a restart.
+                if run.started_at.is_some() {
                     run.restarts += 1;
                 }
-                run.ran_before = true;
                 run.child = Some(child);
                 run.handle = Some(handle);
                 run.image = Some(image);
@@ -580,7 +579,9 @@ impl Worker {
             "Failed"
         } else if !self.mains.is_empty() && self.mains.iter().all(|r| r.done) {
             "Succeeded"
-        } else if self.inits.iter().all(|r| r.done) && self.mains.iter().any(|r| r.ran_before) {
+        } else if self.inits.iter().all(|r| r.done)
+            && self.mains.iter().any(|r| r.started_at.is_some())
+        {
             "Running"
         } else {
             "Pending"
