@@ -23,6 +23,7 @@ use crate::images::Image;
 use crate::node::NodeCtx;
 use crate::probe;
 use crate::process::{self, Handle};
+use crate::proxy;
 use crate::volumes::Volumes;
 
 /// How often a pod is looked at: process exits, probes due, status to publish.
@@ -645,12 +646,7 @@ impl Worker {
         let patch = serde_json::json!({ "status": status });
         // Others write pod status too (the node lifecycle controller marks the pods of a lost
         // node unready): publish again when the API's Ready differs from ours.
-        let api_ready = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-        if self.published.as_ref() == Some(&patch) && api_ready == ready {
+        if self.published.as_ref() == Some(&patch) && proxy::ready(pod) == ready {
             return;
         }
         let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.namespace);

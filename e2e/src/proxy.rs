@@ -141,7 +141,8 @@ fn selects(selector: &BTreeMap<String, String>, labels: Option<&BTreeMap<String,
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-fn ready(pod: &Pod) -> bool {
+/// Whether the API says the pod is Ready.
+pub(crate) fn ready(pod: &Pod) -> bool {
     pod.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
