@@ -4,9 +4,10 @@
 set -euo pipefail
 
 # Debian packages: the C toolchain for crates with native code, PostgreSQL 15 (initdb,
-# postgres, pg_basebackup, pg_rewind, pgbench) for the agent tests, which run real servers, and
-# openssl and curl for the local control plane (keys, readiness).
-packages=(build-essential pkg-config postgresql-15 openssl curl)
+# postgres, pg_basebackup, pg_rewind, pgbench) for the agent tests, which run real servers,
+# openssl and curl for the local control plane (keys, readiness), and iptables for its pod
+# network partitions.
+packages=(build-essential pkg-config postgresql-15 openssl curl iptables)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -446,3 +446,147 @@ async fn services_follow_ready_endpoints_and_a_lost_node_goes_not_ready() {
     .await;
     println!("node NotReady {not_ready_after:?} after its agent stopped");
 }
+
+/// A [`web_pod`] with a second container that, every 0.3 s, tries the web server of pod
+/// `peer` (its address read from `<shared>/<peer>`) and the API server through the
+/// `kubernetes` Service, one new connection each, and logs `peer=ok|fail api=ok|fail`.
+fn polling_pod(name: &str, peer: &str, shared: &std::path::Path) -> Pod {
+    let mut pod = web_pod(name, None);
+    let spec = pod.spec.as_mut().unwrap();
+    spec.containers.push(yaml(&format!(
+        r#"
+name: poll
+image: python
+command: [python3, -c]
+args:
+- |
+  import os, ssl, time, urllib.error, urllib.request
+  sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+  context = ssl.create_default_context(cafile=sa + "/ca.crt")
+  api = "https://%s:%s/version" % (os.environ["KUBERNETES_SERVICE_HOST"], os.environ["KUBERNETES_SERVICE_PORT"])
+  def reached(url, **options):
+      try:
+          urllib.request.urlopen(url, timeout=1, **options).read()
+      except urllib.error.HTTPError:
+          pass
+      except OSError:
+          return "fail"
+      return "ok"
+  print("start", flush=True)
+  while True:
+      try:
+          peer = open("/shared/{peer}").read().strip()
+      except OSError:
+          time.sleep(0.2)
+          continue
+      print("peer=%s api=%s" % (reached("http://%s:8080/" % peer), reached(api, context=context)), flush=True)
+      time.sleep(0.3)
+volumeMounts: [{{name: shared, mountPath: /shared, readOnly: true}}]
+"#
+    )));
+    spec.volumes.get_or_insert_default().push(yaml(&format!(
+        "{{name: shared, hostPath: {{path: '{}'}}}}",
+        shared.display()
+    )));
+    pod
+}
+
+/// The poll lines a pod's log got after its first `skip` bytes.
+fn polls(cluster: &Cluster, pod: &PodRef, skip: usize) -> Vec<String> {
+    let log = cluster.logs(pod, "poll");
+    log.get(skip..)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Waits until `line` is among the poll lines after `skip`, then checks that every later
+/// line is `line` too (or a restart's `start`); returns the log's length.
+async fn polls_settle(cluster: &Cluster, pod: &PodRef, skip: usize, line: &str) -> usize {
+    let what = format!("{}/{} polls {line:?}", pod.namespace, pod.name);
+    wait(Duration::from_secs(20), &what, || async {
+        polls(cluster, pod, skip)
+            .iter()
+            .filter(|l| *l == line)
+            .count()
+            >= 3
+    })
+    .await;
+    let lines = polls(cluster, pod, skip);
+    let settled: Vec<&String> = lines.iter().skip_while(|l| *l != line).collect();
+    assert!(
+        settled.iter().all(|l| *l == line || *l == "start"),
+        "{what}, then not: {lines:?}"
+    );
+    cluster.logs(pod, "poll").len()
+}
+
+/// The rules of cluster block 7 in the filter table.
+fn partition_rules() -> Vec<String> {
+    let listing = std::process::Command::new("iptables")
+        .arg("-S")
+        .output()
+        .unwrap();
+    String::from_utf8(listing.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("pgha-e2e:7:"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_partitioned_pod_reaches_nothing_and_nothing_reaches_it_until_healed() {
+    let (cluster, client) = cluster(7, "part").await;
+    let shared = cluster.state_dir().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    for (name, peer) in [("a", "b"), ("b", "a")] {
+        create(&client, "part", polling_pod(name, peer, &shared)).await;
+    }
+    let mut addresses = Vec::new();
+    for name in ["a", "b"] {
+        let pod = wait_ready(&client, "part", name, true).await;
+        let ip = pod.status.unwrap().pod_ip.unwrap();
+        std::fs::write(shared.join(name), &ip).unwrap();
+        addresses.push(format!("{ip}:8080").parse().unwrap());
+    }
+    let (a, b): (PodRef, PodRef) = ("part/a".parse().unwrap(), "part/b".parse().unwrap());
+    let (a_at, b_at) = (addresses[0], addresses[1]);
+    let all_ok = "peer=ok api=ok";
+    let mut a_seen = polls_settle(&cluster, &a, 0, all_ok).await;
+    let mut b_seen = polls_settle(&cluster, &b, 0, all_ok).await;
+
+    // Partitioned (twice: the same four rules), a reaches neither b nor the API server; b and
+    // the node agent's probe no longer reach a; b still reaches the API server.
+    cluster.partition(&a).unwrap();
+    cluster.partition(&a).unwrap();
+    assert_eq!(partition_rules().len(), 4, "{:?}", partition_rules());
+    a_seen = polls_settle(&cluster, &a, a_seen, "peer=fail api=fail").await;
+    b_seen = polls_settle(&cluster, &b, b_seen, "peer=fail api=ok").await;
+    assert_eq!(get(a_at).await, None, "a answers from its partition");
+    assert_eq!(get(b_at).await.as_deref(), Some("b"));
+    wait_ready(&client, "part", "a", false).await;
+
+    // A container restarted inside the partition is just as cut off.
+    cluster.fault(&a, Some("poll"), Fault::Kill).unwrap();
+    wait(Duration::from_secs(20), "poll restarted", || async {
+        polls(&cluster, &a, a_seen).iter().any(|l| l == "start")
+    })
+    .await;
+    a_seen = polls_settle(&cluster, &a, a_seen, "peer=fail api=fail").await;
+
+    // Healed, everything flows again, and no rule is left.
+    cluster.heal(&a).unwrap();
+    assert_eq!(partition_rules(), Vec::<String>::new());
+    polls_settle(&cluster, &a, a_seen, all_ok).await;
+    polls_settle(&cluster, &b, b_seen, all_ok).await;
+    wait_ready(&client, "part", "a", true).await;
+    assert_eq!(get(a_at).await.as_deref(), Some("a"));
+
+    // A partition the test leaves in place goes with the cluster.
+    cluster.partition(&b).unwrap();
+    assert_eq!(partition_rules().len(), 4);
+    drop(cluster);
+    assert_eq!(partition_rules(), Vec::<String>::new());
+}

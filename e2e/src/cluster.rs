@@ -18,7 +18,7 @@ use crate::control_plane::ControlPlane;
 use crate::images::ImageTable;
 use crate::node::{self, NodeCtx, node_dir, pod_dir};
 use crate::process::{self, Registry};
-use crate::{Error, fail, net, provisioner, proxy};
+use crate::{Error, fail, net, partition, provisioner, proxy};
 
 /// How a cluster is laid out.
 #[derive(Clone, Debug)]
@@ -83,6 +83,7 @@ pub struct Cluster {
     processes: Arc<Registry>,
     client: Client,
     nodes: Vec<String>,
+    index: u8,
     state: PathBuf,
     _temp: Option<TempDir>,
     plane: ControlPlane,
@@ -119,6 +120,8 @@ impl Cluster {
             tokio::spawn(provisioner::run(client.clone(), state.clone())),
             tokio::spawn(proxy::run(client.clone(), api_server)),
         ];
+        // What a killed earlier run on this block left would cut off this run's pods.
+        partition::clear(index);
         let mut nodes = Vec::new();
         for number in 1..=options.nodes {
             let ctx = NodeCtx::new(
@@ -140,6 +143,7 @@ impl Cluster {
             processes,
             client,
             nodes,
+            index,
             state,
             _temp: temp,
             plane,
@@ -207,6 +211,17 @@ impl Cluster {
         delete_now(&self.client, pod).await
     }
 
+    /// Cuts a pod off the network until [`Cluster::heal`] or the pod's end (see
+    /// [`crate::partition()`]).
+    pub fn partition(&self, pod: &PodRef) -> Result<(), Error> {
+        partition::partition(&self.state, pod)
+    }
+
+    /// Ends a pod's partition.
+    pub fn heal(&self, pod: &PodRef) -> Result<(), Error> {
+        partition::heal(&self.state, pod)
+    }
+
     /// Waits until a node's Ready condition is True (or, with `ready` false, is not).
     pub async fn wait_node_ready(
         &self,
@@ -244,6 +259,7 @@ impl Drop for Cluster {
             task.abort();
         }
         self.processes.kill_all();
+        partition::clear(self.index);
     }
 }
 

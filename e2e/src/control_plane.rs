@@ -146,11 +146,18 @@ impl ControlPlane {
         plane.write_kubeconfig()?;
         // Garbage collection, namespaces, service-account tokens, PV binding, node lifecycle
         // and the rest of the built-in controllers; no leader election with one instance, no
-        // serving port. A node whose agent stops renewing its Lease is NotReady after 10 s
-        // instead of 50 s, so that node-loss scenarios run in seconds.
+        // serving port. Not the endpoint controllers: the API refuses the loopback pod
+        // addresses they would store, and their warning Events would bury the others (the
+        // Service proxies compute endpoints themselves). A node whose agent stops renewing
+        // its Lease is NotReady after 10 s instead of 50 s, so that node-loss scenarios run in
+        // seconds.
         let controller_manager = Command::new(bin.join("kube-controller-manager"))
             .arg(format!("--kubeconfig={}", plane.kubeconfig().display()))
-            .args(["--leader-elect=false", "--secure-port=0", "--controllers=*"])
+            .args(["--leader-elect=false", "--secure-port=0"])
+            .arg(
+                "--controllers=*,-endpoints-controller,-endpointslice-controller,\
+                 -endpointslice-mirroring-controller",
+            )
             .args([
                 "--node-monitor-grace-period=10s",
                 "--node-monitor-period=1s",

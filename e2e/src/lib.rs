@@ -6,7 +6,7 @@
 //! - [`Cluster`]: a control plane plus "proclet" node agents that run every pod scheduled to
 //!   their node as local processes (each pod with its own 127.x address and mount
 //!   namespace), a local volume provisioner, Service proxies on the loopback cluster IPs, and
-//!   fault injection.
+//!   fault injection, network partitions included.
 
 mod cluster;
 mod control_plane;
@@ -14,6 +14,7 @@ mod env;
 mod images;
 pub mod net;
 mod node;
+mod partition;
 mod pod;
 mod probe;
 mod process;
@@ -27,6 +28,7 @@ pub use cluster::{
 };
 pub use control_plane::{ControlPlane, KUBERNETES_VERSION, bin_dir};
 pub use images::{Image, ImageTable};
+pub use partition::{heal, partition};
 
 /// What went wrong, in words a person can act on.
 #[derive(Debug)]

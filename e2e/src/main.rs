@@ -64,6 +64,10 @@ enum Command {
         action: String,
         node: String,
     },
+    /// Cut a pod off the network (iptables): nothing reaches it, it reaches nothing.
+    Partition { pod: PodRef },
+    /// End a pod's partition.
+    Heal { pod: PodRef },
     /// Delete a pod with grace period 0.
     DeleteNow { pod: PodRef },
     /// Print the address of a Service port (its cluster IP on loopback).
@@ -118,6 +122,8 @@ async fn execute(cli: Cli) -> Result<(), Error> {
         Command::Node { action, node } => {
             pgha_e2e::set_node_running(&state, &node, action == "start")
         }
+        Command::Partition { pod } => pgha_e2e::partition(&state, &pod),
+        Command::Heal { pod } => pgha_e2e::heal(&state, &pod),
         Command::DeleteNow { pod } => {
             let client = pgha_e2e::client(&state.join("kubeconfig")).await?;
             pgha_e2e::delete_now(&client, &pod).await

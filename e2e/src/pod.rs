@@ -18,9 +18,11 @@ use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use tokio::process::Child;
 use tokio::sync::watch;
 
+use crate::cluster::PodRef;
 use crate::env::{self, Env};
 use crate::images::Image;
 use crate::node::NodeCtx;
+use crate::partition::PodNet;
 use crate::probe;
 use crate::process::{self, Handle};
 use crate::proxy;
@@ -154,6 +156,8 @@ pub(crate) struct Worker {
     uid: String,
     ip: Ipv4Addr,
     ip_slot: u16,
+    /// The pod's cgroup v2 cgroup and address, for partitions; None without cgroup v2.
+    net: Option<PodNet>,
     dir: PathBuf,
     volumes: Option<Volumes>,
     volume_error: Option<String>,
@@ -210,6 +214,12 @@ impl Worker {
         let uid = pod.metadata.uid.clone()?;
         let (ip_slot, ip) = ctx.allocate_ip()?;
         let dir = ctx.pod_dir(&namespace, &name);
+        let net = PodNet::create(ctx.index, ip, &uid);
+        if let Some(net) = &net
+            && let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| net.write(&dir))
+        {
+            note(&dir, &format!("writing the network file: {e}"));
+        }
         let inits = spec
             .init_containers
             .iter()
@@ -228,6 +238,7 @@ impl Worker {
             uid,
             ip,
             ip_slot,
+            net,
             dir,
             volumes: None,
             volume_error: None,
@@ -314,6 +325,7 @@ impl Worker {
     /// Starts an init container (`main == false`) or a container.
     async fn start(&mut self, pod: &Pod, main: bool, index: usize) {
         let ctx = self.ctx.clone();
+        let pod_cgroup = self.net.as_ref().and_then(PodNet::cgroup_dir);
         let Some(volumes) = &self.volumes else { return };
         let run = if main {
             &mut self.mains[index]
@@ -374,7 +386,7 @@ impl Worker {
             mounts: &mounts,
             log: &log,
         };
-        match process::spawn(&spec) {
+        match process::spawn(&spec, pod_cgroup.as_deref()) {
             Ok((child, handle)) => {
                 ctx.processes.add(&handle);
                 write_handle(&self.dir, &run.spec.name, &handle);
@@ -538,6 +550,13 @@ impl Worker {
     /// Frees what the pod held on this node; its logs stay for the CLI.
     fn cleanup(&mut self) {
         self.kill_all();
+        if let Some(net) = &self.net {
+            let pod = PodRef {
+                namespace: self.namespace.clone(),
+                name: self.name.clone(),
+            };
+            net.remove(&self.dir, &pod);
+        }
         self.ctx.release_ip(self.ip_slot);
         let _ = std::fs::remove_dir_all(self.dir.join(&self.uid));
         for run in self.inits.iter().chain(&self.mains) {

@@ -146,8 +146,9 @@ impl Handle {
     }
 }
 
-/// Starts a container's first process.
-pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<(Child, Handle)> {
+/// Starts a container's first process, in a freezer cgroup of its own and in its pod's
+/// cgroup v2 cgroup (`pod_cgroup`, see [`crate::partition`]) when there is one.
+pub(crate) fn spawn(spec: &Spec<'_>, pod_cgroup: Option<&Path>) -> io::Result<(Child, Handle)> {
     // Mount points are created on the host, as a runtime creates them in the image.
     let mut mounts = Vec::new();
     for m in spec.mounts {
@@ -158,14 +159,16 @@ pub(crate) fn spawn(spec: &Spec<'_>) -> io::Result<(Child, Handle)> {
     let cwd = c_path(spec.working_dir)?;
     let cgroup = new_cgroup();
     let procs = cgroup
-        .as_ref()
+        .as_deref()
+        .into_iter()
+        .chain(pod_cgroup)
         .map(|dir| c_path(&dir.join("cgroup.procs")))
-        .transpose()?;
+        .collect::<io::Result<Vec<_>>>()?;
     let mut cmd = command(spec)?;
     // SAFETY: between fork and exec only system calls on memory prepared above.
     unsafe {
         cmd.pre_exec(move || {
-            if let Some(procs) = &procs {
+            for procs in &procs {
                 // "0" moves the writing process.
                 let fd = open(procs.as_c_str(), OFlag::O_WRONLY, Mode::empty())?;
                 write(&fd, b"0")?;
