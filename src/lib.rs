@@ -9,4 +9,5 @@ pub mod api;
 pub mod archive;
 pub mod cli;
 pub mod controller;
+pub mod k8s;
 pub mod plan;

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use super::error::{AgentError, Result};
 use super::status::Status;
 use crate::api::PgInstance;
-use crate::controller::apply::apply_status;
+use crate::k8s::apply_status;
 use crate::plan::agent::{Endpoint, Orders};
 
 /// The field manager of what the agent writes.
@@ -73,7 +73,7 @@ impl ApiOrders {
                     self.namespace, self.name
                 ))
             })?;
-        let mut orders = instance.spec.orders();
+        let mut orders = Orders::from_spec(&instance.spec);
         orders.generation = instance.metadata.generation;
         super::run::desired(&orders)?;
         Ok(orders)
@@ -94,8 +94,13 @@ pub struct StatusWriter {
     api: Api<PgInstance>,
     name: String,
     endpoint: Endpoint,
-    last: Mutex<Option<serde_json::Value>>,
+    /// What was written last, and when.
+    last: Mutex<Option<(serde_json::Value, std::time::Instant)>>,
 }
+
+/// Unchanged fields are written again this often: the instance controller overrides `ready`
+/// while the pod is not ready, and only the agent's next write sets it back.
+const REWRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl StatusWriter {
     pub fn new(client: Client, namespace: &str, name: &str, endpoint: Endpoint) -> Self {
@@ -119,6 +124,8 @@ impl StatusWriter {
             "currentLsn": server.and_then(|s| s.current_lsn.as_ref().or(s.replayed_lsn.as_ref())),
             "receivedLsn": server.and_then(|s| s.received_lsn.as_ref()),
             "lagBytes": server.and_then(|s| s.lag_bytes),
+            "streamedFrom": status.streamed_from,
+            "crashLoop": status.postmaster.crash_loop,
             "pendingRestart": server.is_some_and(|s| !s.pending_restart.is_empty()),
             "restarted": applied.restarted,
             "configGeneration": applied.config_generation,
@@ -131,7 +138,13 @@ impl StatusWriter {
         if let Some(map) = fields.as_object_mut() {
             map.retain(|_, v| !v.is_null());
         }
-        if self.last.lock().unwrap_or_else(|e| e.into_inner()).as_ref() == Some(&fields) {
+        let fresh = self
+            .last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|(last, at)| *last == fields && at.elapsed() < REWRITE_EVERY);
+        if fresh {
             return Ok(());
         }
         apply_status(&self.api, &self.name, FIELD_MANAGER, &fields)
@@ -140,7 +153,8 @@ impl StatusWriter {
                 "writing the status of PgInstance {}",
                 self.name
             )))?;
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(fields);
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((fields, std::time::Instant::now()));
         Ok(())
     }
 }

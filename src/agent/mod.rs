@@ -8,6 +8,7 @@ pub(crate) mod error;
 mod files;
 pub mod http;
 pub mod kube;
+pub mod lease;
 pub mod pgbin;
 pub mod postmaster;
 mod roles;
@@ -59,6 +60,11 @@ struct State {
     config: PostgresConfig,
     last_error: Option<String>,
     notes: Vec<String>,
+    /// The host this instance last streamed WAL from since the agent started.
+    streamed_from: Option<String>,
+    /// The newest timeline it received WAL on: the control file's lags until a restartpoint,
+    /// and the WAL receiver's row is gone while its primary is.
+    received_timeline: Option<u32>,
 }
 
 /// Outcome of a configuration change.
@@ -87,6 +93,8 @@ impl Agent {
                 config,
                 last_error: None,
                 notes: Vec::new(),
+                streamed_from: None,
+                received_timeline: None,
             }),
         }
     }
@@ -98,6 +106,12 @@ impl Agent {
     /// The role the agent holds (or is bringing the instance to).
     pub fn desired(&self) -> Desired {
         self.lock().desired.clone()
+    }
+
+    /// Sets the role to start in, before the first start (orders may change while an agent
+    /// waits to bring its instance up).
+    pub fn set_desired(&self, desired: Desired) {
+        self.lock().desired = desired;
     }
 
     /// The configuration last applied.
@@ -208,6 +222,7 @@ impl Agent {
             postmaster,
             last_error,
             notes,
+            streamed_from: None,
         };
         if !matches!(status.postmaster.run, RunState::Running { .. }) {
             return status;
@@ -217,7 +232,7 @@ impl Agent {
             Err(e) => Err(e),
         };
         match server {
-            Ok(server) => {
+            Ok(mut server) => {
                 status.role = if server.in_recovery {
                     InstanceRole::Replica
                 } else {
@@ -225,6 +240,21 @@ impl Agent {
                 };
                 status.ready =
                     serving && server.in_recovery == matches!(desired, Desired::Replica(_));
+                let streaming = server
+                    .upstream
+                    .as_ref()
+                    .filter(|u| u.status == "streaming")
+                    .and_then(|u| u.host.clone());
+                let received = server.upstream.as_ref().and_then(|u| u.received_timeline);
+                let mut state = self.lock();
+                if streaming.is_some() {
+                    state.streamed_from = streaming;
+                }
+                state.received_timeline = state.received_timeline.max(received);
+                status.streamed_from = state.streamed_from.clone();
+                if server.in_recovery {
+                    server.timeline = server.timeline.max(state.received_timeline);
+                }
                 status.server = Some(server);
             }
             Err(e) => {

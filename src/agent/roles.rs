@@ -177,6 +177,50 @@ impl Agent {
         Ok(started.elapsed())
     }
 
+    /// Kills every Postgres process at once, without a shutdown: the primary Lease ran out
+    /// or went to another, and no commit may be acknowledged from now on.
+    pub async fn fence_now(&self) {
+        if let Err(e) = self.postmaster.fence(Duration::ZERO).await {
+            tracing::error!(instance = %self.settings.name, error = %e, "fencing failed");
+            return;
+        }
+        self.note(format!(
+            "{} fenced itself: it no longer held the primary Lease",
+            self.settings.name
+        ));
+    }
+
+    /// Whether Postgres runs (or is about to run) here as the primary.
+    pub fn runs_as_primary(&self) -> bool {
+        !self.is_fenced()
+            && self.postmaster.pid().is_some()
+            && self.lock().desired == Desired::Primary
+    }
+
+    /// Whether the data directory was last a primary: such a directory must be rewound
+    /// before it can follow another primary. A fresh clone carries the primary's control
+    /// file (and a `backup_label`), and a replica a `standby.signal`: neither was a primary.
+    pub async fn was_primary(&self) -> Result<bool> {
+        let data = &self.settings.data_dir;
+        if data.join("backup_label").exists() || data.join("standby.signal").exists() {
+            return Ok(false);
+        }
+        let mut cmd = pgbin::command(&self.settings, "pg_controldata");
+        cmd.arg("-D")
+            .arg(&self.settings.data_dir)
+            .env("LC_ALL", "C");
+        let out = pgbin::run(cmd).await?;
+        let state = out
+            .lines()
+            .find_map(|l| l.strip_prefix("Database cluster state:"))
+            .map(str::trim)
+            .unwrap_or_default();
+        Ok(matches!(
+            state,
+            "in production" | "shut down" | "shutting down" | "in crash recovery"
+        ))
+    }
+
     /// Lifts the fence and starts Postgres again in its desired role.
     pub async fn unfence(&self) -> Result<()> {
         let _op = self.ops.lock().await;

@@ -12,8 +12,9 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::error::{AgentError, Result};
 use super::kube::{ApiOrders, Applied, StatusWriter};
+use super::lease::{LeaseKeeper, Wanted};
 use super::{Agent, Desired};
-use crate::plan::agent::{Current, Orders, Step, next_step};
+use crate::plan::agent::{Current, OrderedRole, Orders, Step, next_step};
 
 /// Where orders come from: a file (JSON or YAML) re-read every `poll`.
 pub struct OrdersFile {
@@ -64,11 +65,31 @@ pub fn desired(orders: &Orders) -> Result<Desired> {
     })
 }
 
-/// Runs until SIGTERM or SIGINT; then stops Postgres (smart, then fast) and returns.
+/// What the orders ask of the primary Lease: a primary holds it, a fenced instance hands it
+/// back (if it holds it), a replica leaves it alone — the operator may be handing it to
+/// this very replica before its orders say so.
+fn wanted_lease(orders: &Orders) -> Wanted {
+    match (&orders.lease, orders.role, orders.fenced) {
+        (None, _, _) => Wanted::Nothing,
+        (Some(lease), _, true) => Wanted::Release(lease.clone()),
+        (Some(lease), OrderedRole::Primary, false) => Wanted::Hold(lease.clone()),
+        (Some(_), OrderedRole::Replica, false) => Wanted::Nothing,
+    }
+}
+
+/// Whether the agent may act as a primary now: it holds the primary Lease, or runs without
+/// one (orders from a file).
+fn may_lead(keeper: Option<&LeaseKeeper>, orders: &Orders) -> bool {
+    orders.lease.is_none() || keeper.is_some_and(LeaseKeeper::holding)
+}
+
+/// Runs until SIGTERM or SIGINT; then stops Postgres (smart, then fast) and returns. With a
+/// Lease keeper, the agent holds the primary Lease while it is ordered primary.
 pub async fn run(
     agent: Arc<Agent>,
     orders: OrdersSource,
     status: Option<StatusWriter>,
+    keeper: Option<Arc<LeaseKeeper>>,
 ) -> Result<()> {
     let mut term =
         signal(SignalKind::terminate()).map_err(AgentError::io("listening for", "SIGTERM"))?;
@@ -76,7 +97,11 @@ pub async fn run(
         signal(SignalKind::interrupt()).map_err(AgentError::io("listening for", "SIGINT"))?;
     let work = async {
         let first = orders.read()?;
-        bring_up(&agent, &first).await;
+        if let Some(keeper) = &keeper {
+            keeper.want(wanted_lease(&first));
+            tokio::spawn(keeper.clone().run(agent.clone()));
+        }
+        bring_up(&agent, &orders, keeper.as_deref()).await;
         // A fresh start has every setting in force.
         let mut applied = Applied {
             restarted: first.restart,
@@ -86,9 +111,13 @@ pub async fn run(
         let mut last_tidy = std::time::Instant::now();
         loop {
             tokio::time::sleep(orders.poll()).await;
+            let mut acted = false;
             match orders.read() {
                 Ok(wanted) => {
-                    step(&agent, &wanted, &mut applied.restarted).await;
+                    if let Some(keeper) = &keeper {
+                        keeper.want(wanted_lease(&wanted));
+                    }
+                    acted = step(&agent, &wanted, &mut applied.restarted, keeper.as_deref()).await;
                     if agent.config() == wanted.config {
                         applied.config_generation = wanted.generation;
                     }
@@ -103,12 +132,17 @@ pub async fn run(
                     tracing::warn!(error = %e, "replication slots not tidied; retrying");
                 }
             }
-            // Status from Postgres once a second; written only when it changed.
+            // Status from Postgres once a second, and at once after a step (a failover waits
+            // for it); written only when it changed.
             if let Some(writer) = &status
-                && last_report.elapsed() >= Duration::from_secs(1)
+                && (acted || last_report.elapsed() >= Duration::from_secs(1))
             {
                 last_report = std::time::Instant::now();
-                if let Err(e) = writer.publish(&agent.status().await, &applied).await {
+                let now = agent.status().await;
+                if let Some(keeper) = &keeper {
+                    keeper.publish(&now);
+                }
+                if let Err(e) = writer.publish(&now, &applied).await {
                     tracing::warn!(error = %e, "status not written; retrying");
                 }
             }
@@ -127,20 +161,39 @@ async fn shutdown(agent: &Agent, signal: &str) -> Result<()> {
 }
 
 /// Bootstraps and starts the instance (or fences it), retrying with back-off: a replica may
-/// be started before its primary accepts connections.
-async fn bring_up(agent: &Agent, orders: &Orders) {
+/// be started before its primary accepts connections. A primary starts only once it holds
+/// the primary Lease; a data directory that was a primary and is now told to follow is
+/// rewound first.
+async fn bring_up(agent: &Agent, source: &OrdersSource, keeper: Option<&LeaseKeeper>) {
+    // Orders are read afresh on every attempt: a primary waiting for its Lease may be told
+    // to follow another instead.
     let attempt = || async {
+        let orders = source.read()?;
+        if let Some(keeper) = keeper {
+            keeper.want(wanted_lease(&orders));
+        }
         if orders.fenced {
             return agent.fence().await.map(drop);
         }
         agent.bootstrap().await?;
-        agent.start().await
+        match orders.upstream()? {
+            None if !may_lead(keeper, &orders) => Err(AgentError::Refused(
+                "waiting for the primary Lease before starting as primary".into(),
+            )),
+            Some(primary) if agent.was_primary().await? => {
+                agent.rejoin(primary.clone()).await.map(drop)
+            }
+            _ => {
+                agent.set_desired(desired(&orders)?);
+                agent.start().await
+            }
+        }
     };
     let _ = attempt
         .retry(
             ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(500))
-                .with_max_delay(Duration::from_secs(30))
+                .with_max_delay(Duration::from_secs(5))
                 .without_max_times(),
         )
         .notify(|e, wait| tracing::warn!(error = %e, ?wait, "bringing the instance up failed; retrying"))
@@ -148,8 +201,13 @@ async fn bring_up(agent: &Agent, orders: &Orders) {
 }
 
 /// Carries out the one step the orders call for; errors are logged and kept in the status,
-/// and the next poll tries again.
-async fn step(agent: &Agent, orders: &Orders, restarted: &mut i64) {
+/// and the next poll tries again. Returns whether it did something.
+async fn step(
+    agent: &Agent,
+    orders: &Orders,
+    restarted: &mut i64,
+    keeper: Option<&LeaseKeeper>,
+) -> bool {
     let (desired, config, fenced) = (agent.desired(), agent.config(), agent.is_fenced());
     let upstream = match &desired {
         Desired::Primary => None,
@@ -165,12 +223,17 @@ async fn step(agent: &Agent, orders: &Orders, restarted: &mut i64) {
         Ok(step) => step,
         Err(e) => {
             tracing::error!(error = %e, "orders refused");
-            return;
+            return false;
         }
     };
-    if step != Step::Nothing {
-        tracing::info!(?step, instance = %agent.settings().name, "carrying out orders");
+    // Becoming a primary needs the Lease; the keeper renews it as soon as the operator has
+    // handed it over.
+    let leads = matches!(step, Step::Promote)
+        || (step == Step::Unfence && orders.role == OrderedRole::Primary);
+    if step == Step::Nothing || (leads && !may_lead(keeper, orders)) {
+        return false;
     }
+    tracing::info!(?step, instance = %agent.settings().name, "carrying out orders");
     let result = match step {
         Step::Nothing => Ok(()),
         Step::Fence => agent.fence().await.map(drop),
@@ -190,4 +253,5 @@ async fn step(agent: &Agent, orders: &Orders, restarted: &mut i64) {
     if let Err(e) = result {
         tracing::error!(error = %e, "step failed; retrying at the next poll");
     }
+    true
 }

@@ -22,6 +22,9 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Things the agent did that someone should know about (a re-clone, a folder kept aside).
     pub notes: Vec<String>,
+    /// The host this replica last streamed WAL from since the agent started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streamed_from: Option<String>,
 }
 
 /// What a running server says about itself.

@@ -333,20 +333,38 @@ impl Default for RetentionSpec {
     }
 }
 
-/// Failover policy.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// Failover policy: the primary Lease, and when and whom the operator promotes.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "self.renewMillis * 2 <= self.leaseSeconds * 1000 - self.fenceMarginMillis"
+).message("failover: renewMillis must fit twice into leaseSeconds less fenceMarginMillis, so that one slow renewal does not fence the primary (raise leaseSeconds or lower renewMillis / fenceMarginMillis)"))]
 pub struct FailoverSpec {
     /// With asynchronous replication, a replica further behind the lost primary than this many
     /// bytes of WAL is not promoted (example: `16777216`, 16 MiB).
     #[serde(default = "default_max_lag_bytes")]
     #[schemars(range(min = 0))]
     pub max_lag_bytes: i64,
-    /// Seconds the primary must stay unreachable, after its lease expired, before a failover
-    /// starts (example: `0`).
+    /// Seconds to wait after the primary's Lease expired before a failover starts
+    /// (example: `0`).
     #[serde(default)]
     #[schemars(range(min = 0, max = 3600))]
     pub delay_seconds: i32,
+    /// How long a renewal of the primary Lease is valid: a lost primary is replaced at the
+    /// earliest this long after its last renewal (example: `3`).
+    #[serde(default = "default_lease_seconds")]
+    #[schemars(range(min = 2, max = 60))]
+    pub lease_seconds: i32,
+    /// How often the primary renews its Lease, in milliseconds (example: `500`).
+    #[serde(default = "default_renew_millis")]
+    #[schemars(range(min = 100, max = 10000))]
+    pub renew_millis: i32,
+    /// The primary fences itself when its last successful renewal is older than
+    /// `leaseSeconds` less this margin, in milliseconds: the fence is complete before anyone
+    /// may take the Lease (example: `1000`).
+    #[serde(default = "default_fence_margin_millis")]
+    #[schemars(range(min = 200, max = 30000))]
+    pub fence_margin_millis: i32,
 }
 
 impl Default for FailoverSpec {
@@ -354,6 +372,9 @@ impl Default for FailoverSpec {
         Self {
             max_lag_bytes: default_max_lag_bytes(),
             delay_seconds: 0,
+            lease_seconds: default_lease_seconds(),
+            renew_millis: default_renew_millis(),
+            fence_margin_millis: default_fence_margin_millis(),
         }
     }
 }
@@ -361,6 +382,23 @@ impl Default for FailoverSpec {
 fn default_max_lag_bytes() -> i64 {
     16 * 1024 * 1024
 }
+
+fn default_lease_seconds() -> i32 {
+    3
+}
+
+fn default_renew_millis() -> i32 {
+    500
+}
+
+fn default_fence_margin_millis() -> i32 {
+    1000
+}
+
+/// The annotation with which a DBA promotes an instance that the election refuses (too far
+/// behind, or not enough replicas heard from), accepting the loss of what it lacks. The
+/// primary's Lease must still have expired: the override never makes two primaries.
+pub const FORCE_PROMOTE_ANNOTATION: &str = "pgha.dev/force-promote";
 
 /// Observed state of a cluster, written by the operator.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
@@ -394,6 +432,55 @@ pub struct PgClusterStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The failover under way, if any: kept here so that a new operator leader resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<Failover>,
+    /// The last completed failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failover: Option<Failover>,
+    /// The highest WAL position the primary reported (through its Lease and its agent): the
+    /// mark a failover candidate is measured against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_water: Option<HighWater>,
+}
+
+/// A failover: from the lost primary to the promoted replica.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Failover {
+    /// The primary that was lost.
+    pub from: String,
+    /// The replica promoted in its place.
+    pub to: String,
+    /// Why (example: `the primary Lease expired 0.4 s ago`).
+    pub reason: String,
+    /// When the promotion was ordered.
+    pub started: Time,
+    /// When the new primary first served writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<Time>,
+    /// WAL the old primary had written (as far as the high-water mark knows) that the new
+    /// primary never received: what an asynchronous failover may have discarded.
+    #[serde(default)]
+    pub lost_bytes: i64,
+}
+
+/// The primary's WAL position as last reported.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HighWater {
+    /// Who reported it.
+    pub primary: String,
+    /// Its timeline.
+    pub timeline: i64,
+    /// The WAL written (example: `0/3000060`).
+    pub lsn: String,
+    /// The primary's Postgres system identifier: candidates must have the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub system_identifier: Option<String>,
+    /// The standbys the primary had as synchronous (`sync` or `quorum`) at that moment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub synchronous: Vec<String>,
 }
 
 /// Phase of a cluster.

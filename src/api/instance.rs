@@ -1,5 +1,7 @@
 //! `PgInstance`: one Postgres server, created and owned by the cluster controller.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -7,7 +9,6 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{StorageSpec, resources_schema};
-use crate::plan::agent::{Endpoint, OrderedRole, Orders, PostgresConfig};
 
 /// One Postgres server of a PgCluster. Written by the operator, never by users.
 // clippy reads the repeated `type_ = …` of printcolumn(...) as duplicated attributes.
@@ -72,20 +73,24 @@ pub struct PgInstanceSpec {
     /// controller rolls this through the replicas first, the primary last).
     #[serde(default)]
     pub restart: i64,
+    /// The cluster's primary Lease: a primary holds it, renews it and fences itself when it
+    /// cannot. Unset: the agent runs without one (only outside Kubernetes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<PrimaryLease>,
 }
 
-impl PgInstanceSpec {
-    /// What the agent is told.
-    pub fn orders(&self) -> Orders {
-        Orders {
-            role: self.role,
-            primary: self.primary.clone(),
-            fenced: self.fenced,
-            config: self.config.clone(),
-            restart: self.restart,
-            generation: None,
-        }
-    }
+/// Where the primary Lease is and how it is kept (from the cluster's `spec.failover`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PrimaryLease {
+    /// The Lease's name, in the instance's namespace.
+    pub name: String,
+    /// How long a renewal is valid.
+    pub duration_seconds: i32,
+    /// How often the holder renews.
+    pub renew_millis: i32,
+    /// The holder fences itself this long before its last renewal could expire.
+    pub fence_margin_millis: i32,
 }
 
 /// Observed state of an instance, written by its agent and the operator.
@@ -122,6 +127,13 @@ pub struct PgInstanceStatus {
     /// WAL written (primary) or replayed (replica).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_lsn: Option<String>,
+    /// The host of the primary this replica has streamed WAL from since its agent started;
+    /// only such a replica may be promoted when that primary is lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streamed_from: Option<String>,
+    /// The postmaster crashed three times within two minutes.
+    #[serde(default)]
+    pub crash_loop: bool,
     /// WAL received from the primary (replica only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_lsn: Option<String>,
@@ -173,4 +185,43 @@ pub enum InstanceRole {
     Fenced,
     /// Postgres is not running.
     Stopped,
+}
+
+/// The cluster-wide configuration an instance is given (what the cluster's ConfigMap holds).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PostgresConfig {
+    /// `spec.postgresql.parameters`, before defaults are applied.
+    pub parameters: BTreeMap<String, String>,
+    /// `spec.postgresql.pgHba`.
+    pub pg_hba: Vec<String>,
+    /// Rendered from `spec.replication.synchronous` over the current replicas.
+    pub synchronous_standby_names: String,
+    /// The other instances; a primary keeps a replication slot for each.
+    pub members: Vec<String>,
+}
+
+/// Where a primary can be reached.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Endpoint {
+    /// The primary pod's address.
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// The role an instance is told to hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OrderedRole {
+    /// Accepts writes.
+    Primary,
+    /// Follows the primary; what an instance is until the operator says otherwise.
+    #[default]
+    Replica,
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::agent::kube::{ApiOrders, StatusWriter};
+use crate::agent::lease::LeaseKeeper;
 use crate::agent::run::{self, OrdersFile, OrdersSource};
 use crate::agent::settings::ArchiveCommands;
 use crate::agent::{Agent, Credentials, Endpoint, RunAs, Settings, Timeouts, http, pgbin};
@@ -95,19 +96,20 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let (orders, status) = match args.orders {
+        let (orders, status, keeper) = match args.orders {
             Some(path) => {
                 let file = OrdersFile {
                     path,
                     poll: Duration::from_secs(1),
                 };
-                (OrdersSource::File(file), None)
+                (OrdersSource::File(file), None, None)
             }
             None => {
                 let client = kube::Client::try_default().await?;
                 let orders = ApiOrders::start(client.clone(), &args.namespace, &settings.name);
+                let keeper = LeaseKeeper::new(client.clone(), &args.namespace, &settings.name);
                 let status = StatusWriter::new(client, &args.namespace, &settings.name, endpoint);
-                (OrdersSource::Api(orders.await?), Some(status))
+                (OrdersSource::Api(orders.await?), Some(status), Some(keeper))
             }
         };
         let first = if args.init_only {
@@ -128,7 +130,7 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         let listener = tokio::net::TcpListener::bind(args.status_addr).await?;
         tokio::spawn(http::serve(agent.clone(), listener));
-        run::run(agent, orders, status).await?;
+        run::run(agent, orders, status, keeper).await?;
         Ok(())
     })
 }

@@ -22,6 +22,25 @@ struct Report {
     current_lsn: Option<String>,
     #[serde(default)]
     replayed_lsn: Option<String>,
+    #[serde(default)]
+    received_lsn: Option<String>,
+    #[serde(default)]
+    in_recovery: bool,
+    #[serde(default)]
+    timeline: Option<i64>,
+    #[serde(default)]
+    system_identifier: Option<String>,
+    #[serde(default)]
+    upstream: Option<Upstream>,
+    #[serde(default)]
+    streamed_from: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Upstream {
+    #[serde(default)]
+    received_timeline: Option<i64>,
 }
 
 /// An agent's report, or None when it does not answer within a second.
@@ -43,9 +62,16 @@ pub async fn detail(agent: &Endpoint) -> Option<Detail> {
         }
         let body = response.into_body().collect().await.ok()?.to_bytes();
         let report: Report = serde_json::from_slice(&body).ok()?;
+        // A replica's WAL may be on a newer timeline than the one it replays.
+        let received_timeline = report.upstream.and_then(|u| u.received_timeline);
         Some(Detail {
             current_lsn: report.current_lsn,
             replayed_lsn: report.replayed_lsn,
+            received_lsn: report.received_lsn,
+            in_recovery: report.in_recovery,
+            timeline: received_timeline.or(report.timeline),
+            system_identifier: report.system_identifier,
+            streamed_from: report.streamed_from,
         })
     };
     tokio::time::timeout(Duration::from_secs(1), read)

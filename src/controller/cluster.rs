@@ -7,19 +7,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 
-use super::agents;
-use super::apply::{apply, apply_status, prune};
+use super::apply::{apply, prune};
 use super::{Context, Error};
+use super::{agents, failover, lease_watch};
 use crate::api::instance::InstanceRole;
 use crate::api::validation::validate;
 use crate::api::{PgCluster, PgInstance};
+use crate::k8s::apply_status;
 use crate::plan::children::{FreshPasswords, Primary, Rolling, children, default_image};
 use crate::plan::rollout::{Member, next_image, next_restart};
 use crate::plan::{names, status};
@@ -37,7 +39,9 @@ pub async fn run(ctx: Arc<Context>) {
     .owns(Api::<PgInstance>::all(client.clone()), ours.clone())
     .owns(Api::<Service>::all(client.clone()), ours.clone())
     .owns(Api::<Secret>::all(client.clone()), ours.clone())
-    .owns(Api::<ConfigMap>::all(client), ours)
+    .owns(Api::<ConfigMap>::all(client.clone()), ours)
+    // A primary Lease that runs out changes nothing the watches see: wake its cluster then.
+    .reconcile_on(lease_watch::expiries(client))
     .shutdown_on_signal()
     .run(reconcile, error_policy, ctx)
     .for_each(|_| async {})
@@ -122,11 +126,9 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
     let instances_api: Api<PgInstance> = Api::namespaced(client.clone(), &namespace);
     let observed = instances_api.list(&list).await?.items;
 
-    // The first primary is the first instance; once chosen it is kept in the status.
-    let primary_name = previous
-        .current_primary
-        .clone()
-        .unwrap_or_else(|| names::instance(&name, 1));
+    // Who is primary, who fences, and the failover under way (`failover`).
+    let decision = failover::decide(&ctx, &cluster, &namespace, &observed).await?;
+    let primary_name = decision.primary.clone();
     if previous.current_primary.is_none() {
         ctx.event(
             &reference,
@@ -136,11 +138,15 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
         )
         .await;
     }
+    // Replicas follow the primary once it serves; during a failover they follow the target
+    // at once (streaming from it as a standby until it is promoted), which saves a round
+    // trip and lets synchronous commits resume as soon as it is.
+    let promoting = decision.failover.is_some();
     let endpoint = observed
         .iter()
         .find(|i| i.name_any() == primary_name)
         .and_then(|i| i.status.clone())
-        .filter(|s| s.ready && s.role == Some(InstanceRole::Primary))
+        .filter(|s| s.ready && (promoting || s.role == Some(InstanceRole::Primary)))
         .and_then(|s| s.endpoint);
     let fresh = FreshPasswords {
         superuser: password()?,
@@ -150,6 +156,7 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
     let primary = Primary {
         name: primary_name.clone(),
         endpoint,
+        fenced: decision.fenced.clone(),
     };
     // New images, then settings waiting for a restart, roll through the instances one at a
     // time; an instance keeps what it has until its turn.
@@ -201,9 +208,20 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
     }
     let wanted = children(&valid, &existing, &fresh, &primary, &rolling)?;
 
-    apply(client, FIELD_MANAGER, &wanted.service_account).await?;
-    apply(client, FIELD_MANAGER, &wanted.role).await?;
-    apply(client, FIELD_MANAGER, &wanted.role_binding).await?;
+    for identity in &wanted.identities {
+        apply(client, FIELD_MANAGER, &identity.service_account).await?;
+        apply(client, FIELD_MANAGER, &identity.role).await?;
+        apply(client, FIELD_MANAGER, &identity.role_binding).await?;
+    }
+    // Identities of removed instances (and the shared one older versions made) go.
+    let identities: Vec<String> = wanted
+        .identities
+        .iter()
+        .map(|i| i.service_account.name_any())
+        .collect();
+    prune::<RoleBinding>(client, &namespace, &selector, &identities).await?;
+    prune::<Role>(client, &namespace, &selector, &identities).await?;
+    prune::<ServiceAccount>(client, &namespace, &selector, &identities).await?;
     for secret in &wanted.secrets {
         apply(client, FIELD_MANAGER, secret).await?;
     }
@@ -224,6 +242,7 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
     // Instances beyond `instances` go, the primary never (it would be switched over first).
     let mut keep: Vec<String> = applied.iter().map(ResourceExt::name_any).collect();
     keep.push(primary_name.clone());
+    keep.push(decision.current.clone());
     for gone in prune::<PgInstance>(client, &namespace, &selector, &keep).await? {
         ctx.event(
             &reference,
@@ -248,7 +267,7 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
         .into_iter()
         .flatten()
         .collect();
-    let next = status::observed(
+    let mut next = status::observed(
         &previous,
         generation,
         cluster.spec.instances,
@@ -257,6 +276,17 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
         &details,
         &now(),
     );
+    decision.record(&mut next);
+    if let Some((reason, message)) = &decision.blocked {
+        status::not_ready(
+            &mut next,
+            &previous,
+            reason,
+            message.clone(),
+            generation,
+            &now(),
+        );
+    }
     if next != previous {
         if next.phase != previous.phase {
             let note = format!("phase {:?}: {}", next.phase, next.conditions[0].message);
@@ -265,9 +295,8 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
         apply_status(&clusters, &name, FIELD_MANAGER, &next).await?;
     }
     let settled = next.ready_instances == cluster.spec.instances;
-    Ok(Action::requeue(Duration::from_secs(if settled {
-        60
-    } else {
-        5
-    })))
+    let every = Duration::from_secs(if settled { 60 } else { 5 });
+    Ok(Action::requeue(
+        decision.requeue.map_or(every, |soon| soon.min(every)),
+    ))
 }

@@ -13,10 +13,11 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::apply::{apply, apply_status};
+use super::apply::apply;
 use super::{Context, Error};
 use crate::api::PgInstance;
 use crate::api::instance::InstanceRole;
+use crate::k8s::apply_status;
 use crate::plan::agent::OrderedRole;
 use crate::plan::instance::{self, Action as Step, PodKind, PodPhase, PodState};
 use crate::plan::names;

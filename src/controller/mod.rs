@@ -7,9 +7,11 @@ pub(crate) mod apply;
 pub mod cluster;
 mod context;
 mod error;
+mod failover;
 pub mod http;
 pub mod instance;
 pub mod leader;
+mod lease_watch;
 
 use std::sync::Arc;
 

@@ -1,37 +1,8 @@
 //! The agent's next step: what it is told (orders) against what it is, one step at a time.
 
-use std::collections::BTreeMap;
-
-use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The cluster-wide configuration an instance is given (what the cluster's ConfigMap holds).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", default)]
-pub struct PostgresConfig {
-    /// `spec.postgresql.parameters`, before defaults are applied.
-    pub parameters: BTreeMap<String, String>,
-    /// `spec.postgresql.pgHba`.
-    pub pg_hba: Vec<String>,
-    /// Rendered from `spec.replication.synchronous` over the current replicas.
-    pub synchronous_standby_names: String,
-    /// The other instances; a primary keeps a replication slot for each.
-    pub members: Vec<String>,
-}
-
-/// Where a primary can be reached.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct Endpoint {
-    /// The primary pod's address.
-    pub host: String,
-    pub port: u16,
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.host, self.port)
-    }
-}
+pub use crate::api::instance::{Endpoint, OrderedRole, PostgresConfig, PrimaryLease};
 
 /// What the agent is told to be: the spec of its PgInstance (written by the cluster
 /// controller), or a file.
@@ -49,12 +20,28 @@ pub struct Orders {
     /// Raised by one to have Postgres restarted (for settings that need it).
     #[serde(default)]
     pub restart: i64,
+    /// The primary Lease to hold while primary; none when orders come from a file.
+    #[serde(default)]
+    pub lease: Option<PrimaryLease>,
     /// The version of these orders (the PgInstance's `metadata.generation`), when known.
     #[serde(skip)]
     pub generation: Option<i64>,
 }
 
 impl Orders {
+    /// What the agent of `spec` is told.
+    pub fn from_spec(spec: &crate::api::PgInstanceSpec) -> Self {
+        Self {
+            role: spec.role,
+            primary: spec.primary.clone(),
+            fenced: spec.fenced,
+            config: spec.config.clone(),
+            restart: spec.restart,
+            lease: spec.lease.clone(),
+            generation: None,
+        }
+    }
+
     /// The primary to follow, `None` for a primary.
     pub fn upstream(&self) -> Result<Option<&Endpoint>, OrdersError> {
         match self.role {
@@ -66,17 +53,6 @@ impl Orders {
                 .ok_or(OrdersError::ReplicaWithoutPrimary),
         }
     }
-}
-
-/// The role an instance is told to hold.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub enum OrderedRole {
-    /// Accepts writes.
-    Primary,
-    /// Follows the primary; what an instance is until the operator says otherwise.
-    #[default]
-    Replica,
 }
 
 /// What the agent is now, as far as orders are concerned.
@@ -118,7 +94,11 @@ pub fn next_step(orders: &Orders, current: &Current<'_>) -> Result<Step, OrdersE
     Ok(match (orders.fenced, current.fenced) {
         (true, false) => Step::Fence,
         (true, true) => Step::Nothing,
-        (false, true) => Step::Unfence,
+        // A fenced primary told to follow rejoins (rewind) without ever starting as a primary.
+        (false, true) => match (wanted_upstream, current.upstream) {
+            (Some(primary), None) => Step::Rejoin(primary.clone()),
+            _ => Step::Unfence,
+        },
         (false, false) if &orders.config != current.config => Step::ApplyConfig,
         (false, false) if orders.restart > current.restarted => Step::Restart,
         (false, false) => match (wanted_upstream, current.upstream) {
@@ -149,6 +129,7 @@ mod tests {
             fenced,
             config: PostgresConfig::default(),
             restart: 0,
+            lease: None,
             generation: None,
         }
     }
@@ -184,6 +165,14 @@ mod tests {
             (Primary, None, true, None, true, Step::Nothing),
             (Primary, None, false, None, true, Step::Unfence),
             (Replica, Some("b"), false, Some(&a), true, Step::Unfence),
+            (
+                Replica,
+                Some("b"),
+                false,
+                None,
+                true,
+                Step::Rejoin(b.clone()),
+            ),
         ];
         for (role, primary, fenced, upstream, is_fenced, step) in cases {
             let current = Current {

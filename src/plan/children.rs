@@ -15,8 +15,8 @@ use thiserror::Error;
 use crate::api::validation::ValidCluster;
 use crate::api::{PgInstance, PgInstanceSpec};
 use crate::plan::agent::{Endpoint, OrderedRole, PostgresConfig};
-use crate::plan::config;
 use crate::plan::names::{self, SecretKind, ServiceKind};
+use crate::plan::{config, lease};
 
 /// Why the children of a cluster cannot be computed.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -40,6 +40,8 @@ pub struct FreshPasswords {
 pub struct Primary {
     pub name: String,
     pub endpoint: Option<Endpoint>,
+    /// Instances told to fence: a lost primary until its successor serves.
+    pub fenced: Vec<String>,
 }
 
 /// Everything a cluster's reconcile applies.
@@ -49,8 +51,14 @@ pub struct Children {
     pub services: Vec<Service>,
     pub secrets: Vec<Secret>,
     pub config_map: ConfigMap,
-    /// The instance pods' identity: a ServiceAccount whose Role lets the agents read their
-    /// orders and write their status, and nothing else.
+    /// Each instance pod's identity: a ServiceAccount whose Role lets its agent read its own
+    /// orders, write its own status and renew the primary Lease, and nothing else.
+    pub identities: Vec<Identity>,
+}
+
+/// One instance's ServiceAccount, Role and RoleBinding, all named like the instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Identity {
     pub service_account: ServiceAccount,
     pub role: Role,
     pub role_binding: RoleBinding,
@@ -92,17 +100,9 @@ pub fn children(
             .collect(),
         secrets: secrets(valid, &owner, existing, fresh),
         config_map: config_map(valid, &owner),
-        service_account: ServiceAccount {
-            metadata: meta(
-                valid,
-                &owner,
-                names::instance_account(valid.name),
-                "instance",
-            ),
-            ..ServiceAccount::default()
-        },
-        role: agent_role(valid, &owner),
-        role_binding: agent_role_binding(valid, &owner),
+        identities: (1..=valid.cluster.spec.instances)
+            .map(|ordinal| identity(valid, &owner, &names::instance(valid.name, ordinal)))
+            .collect(),
     })
 }
 
@@ -139,6 +139,7 @@ fn instances(
         .map(|ordinal| {
             let name = names::instance(valid.name, ordinal);
             let is_primary = name == primary.name;
+            let fenced = primary.fenced.contains(&name);
             let kept = rolling.get(&name).cloned().unwrap_or_default();
             let config = PostgresConfig {
                 parameters: spec.postgresql.parameters.clone(),
@@ -166,9 +167,10 @@ fn instances(
                         OrderedRole::Replica
                     },
                     primary: (!is_primary).then(|| primary.endpoint.clone()).flatten(),
-                    fenced: false,
+                    fenced,
                     config,
                     restart: kept.restart,
+                    lease: Some(lease::primary_lease(valid.name, spec)),
                 },
                 status: None,
             }
@@ -286,42 +288,60 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
-fn agent_role(valid: &ValidCluster<'_>, owner: &OwnerReference) -> Role {
-    let rule = |resources: &str, verbs: &[&str]| PolicyRule {
-        api_groups: Some(vec!["pgha.dev".into()]),
+fn identity(valid: &ValidCluster<'_>, owner: &OwnerReference, instance: &str) -> Identity {
+    let name = names::instance_account(instance);
+    let rule = |group: &str, resources: &str, named: &str, verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![group.into()]),
         resources: Some(vec![resources.into()]),
+        resource_names: Some(vec![named.into()]),
         verbs: verbs.iter().map(|v| v.to_string()).collect(),
         ..PolicyRule::default()
     };
-    Role {
-        metadata: meta(
-            valid,
-            owner,
-            names::instance_account(valid.name),
-            "instance",
+    // Its own PgInstance only (a list or watch must then select it by metadata.name), and
+    // the cluster's primary Lease, which it may renew but never create or delete.
+    let rules = vec![
+        rule(
+            "pgha.dev",
+            "pginstances",
+            instance,
+            &["get", "list", "watch"],
         ),
-        rules: Some(vec![
-            rule("pginstances", &["get", "list", "watch"]),
-            rule("pginstances/status", &["get", "patch"]),
-        ]),
-    }
-}
-
-fn agent_role_binding(valid: &ValidCluster<'_>, owner: &OwnerReference) -> RoleBinding {
-    let name = names::instance_account(valid.name);
-    RoleBinding {
-        metadata: meta(valid, owner, name.clone(), "instance"),
-        role_ref: RoleRef {
-            api_group: "rbac.authorization.k8s.io".into(),
-            kind: "Role".into(),
-            name: name.clone(),
+        rule(
+            "pgha.dev",
+            "pginstances/status",
+            instance,
+            &["get", "patch"],
+        ),
+        rule(
+            "coordination.k8s.io",
+            "leases",
+            &names::primary_lease(valid.name),
+            &["get", "update"],
+        ),
+    ];
+    Identity {
+        service_account: ServiceAccount {
+            metadata: meta(valid, owner, name.clone(), "instance"),
+            ..ServiceAccount::default()
         },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name,
-            namespace: Some(valid.namespace.to_string()),
-            ..Subject::default()
-        }]),
+        role: Role {
+            metadata: meta(valid, owner, name.clone(), "instance"),
+            rules: Some(rules),
+        },
+        role_binding: RoleBinding {
+            metadata: meta(valid, owner, name.clone(), "instance"),
+            role_ref: RoleRef {
+                api_group: "rbac.authorization.k8s.io".into(),
+                kind: "Role".into(),
+                name: name.clone(),
+            },
+            subjects: Some(vec![Subject {
+                kind: "ServiceAccount".into(),
+                name,
+                namespace: Some(valid.namespace.to_string()),
+                ..Subject::default()
+            }]),
+        },
     }
 }
 
@@ -368,6 +388,7 @@ mod tests {
         Primary {
             name: "orders-1".into(),
             endpoint: None,
+            fenced: Vec::new(),
         }
     }
 
@@ -435,6 +456,7 @@ mod tests {
         let mut primary = Primary {
             name: "orders-2".into(),
             endpoint: None,
+            fenced: vec!["orders-1".into()],
         };
         let waiting = children(
             &valid,
@@ -475,7 +497,14 @@ mod tests {
             config.synchronous_standby_names,
             "ANY 1 (\"orders-1\", \"orders-2\", \"orders-3\")"
         );
-        assert!(out.instances.iter().all(|i| !i.spec.fenced));
+        // The lost primary is told to fence; every instance knows the primary Lease.
+        let fenced: Vec<bool> = out.instances.iter().map(|i| i.spec.fenced).collect();
+        assert_eq!(fenced, [true, false, false]);
+        assert!(
+            out.instances.iter().all(|i| {
+                i.spec.lease.as_ref().map(|l| l.name.as_str()) == Some("orders-primary")
+            })
+        );
     }
 
     #[test]

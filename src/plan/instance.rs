@@ -243,7 +243,7 @@ pub fn pod(instance: &PgInstance, owner: &OwnerReference, kind: PodKind) -> Pod 
     Pod {
         metadata: meta(instance, owner, pod_name, component),
         spec: Some(PodSpec {
-            service_account_name: Some(names::instance_account(cluster)),
+            service_account_name: Some(names::instance_account(&name)),
             restart_policy: Some(if server { "Always" } else { "Never" }.into()),
             // Enough for the agent's smart and then fast shutdown.
             termination_grace_period_seconds: Some(60),
@@ -569,10 +569,7 @@ mod tests {
         let init = super::pod(&instance, &owner, PodKind::Init);
         assert_eq!(init.metadata.name.as_deref(), Some("orders-2-init"));
         let spec = server.spec.unwrap();
-        assert_eq!(
-            spec.service_account_name.as_deref(),
-            Some("orders-instance")
-        );
+        assert_eq!(spec.service_account_name.as_deref(), Some("orders-2"));
         assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
         let args = spec.containers[0].args.clone().unwrap();
         assert!(args.windows(2).any(|w| w == ["--name", "orders-2"]));

@@ -4,7 +4,9 @@
 pub mod agent;
 pub mod children;
 pub mod config;
+pub mod failover;
 pub mod instance;
+pub mod lease;
 pub mod names;
 pub mod recovery;
 pub mod restart;

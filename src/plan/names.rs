@@ -105,9 +105,15 @@ pub fn labels(cluster: &str, component: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
-/// The ServiceAccount the instance pods of a cluster run as (and its Role and RoleBinding).
-pub fn instance_account(cluster: &str) -> String {
-    format!("{cluster}-instance")
+/// The ServiceAccount an instance's pods run as (and its Role and RoleBinding): named like
+/// the instance, so that its Role can name exactly what that one instance may touch.
+pub fn instance_account(instance: &str) -> String {
+    instance.to_string()
+}
+
+/// The Lease the primary of a cluster holds.
+pub fn primary_lease(cluster: &str) -> String {
+    format!("{cluster}-primary")
 }
 
 /// The pod that creates an instance's data directory.

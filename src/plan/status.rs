@@ -43,6 +43,15 @@ pub struct Detail {
     pub current_lsn: Option<String>,
     /// WAL replayed (a replica).
     pub replayed_lsn: Option<String>,
+    /// WAL received and flushed (a replica).
+    pub received_lsn: Option<String>,
+    /// Recovering: a replica.
+    pub in_recovery: bool,
+    /// The timeline of the WAL received (a replica) or written (a primary).
+    pub timeline: Option<i64>,
+    pub system_identifier: Option<String>,
+    /// The host it last streamed from since its agent started.
+    pub streamed_from: Option<String>,
 }
 
 /// The status of a cluster whose spec passed validation. `details` are the agents' reports
@@ -178,6 +187,29 @@ pub fn observed(
     }
 }
 
+/// Sets `Ready=False` with `reason` and `message` (a failover that cannot go ahead), keeping
+/// the transition time when it was already false.
+pub fn not_ready(
+    status: &mut PgClusterStatus,
+    previous: &PgClusterStatus,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let ready = condition(
+        &previous.conditions,
+        "Ready",
+        false,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    status.conditions.retain(|c| c.type_ != "Ready");
+    status.conditions.insert(0, ready);
+}
+
 /// The status of a cluster whose spec the operator cannot carry out: `Ready=False` with the
 /// reason and what to fix; everything else as it was.
 pub fn refused(
@@ -187,30 +219,13 @@ pub fn refused(
     message: String,
     now: &Time,
 ) -> PgClusterStatus {
-    let mut conditions: Vec<Condition> = previous
-        .conditions
-        .iter()
-        .filter(|c| c.type_ != "Ready")
-        .cloned()
-        .collect();
-    conditions.insert(
-        0,
-        condition(
-            &previous.conditions,
-            "Ready",
-            false,
-            reason,
-            message,
-            generation,
-            now,
-        ),
-    );
-    PgClusterStatus {
+    let mut status = PgClusterStatus {
         phase: Some(ClusterPhase::Failed),
-        conditions,
         observed_generation: generation,
         ..previous.clone()
-    }
+    };
+    not_ready(&mut status, previous, reason, message, generation, now);
+    status
 }
 
 #[cfg(test)]
@@ -254,6 +269,7 @@ mod tests {
         let detail = |current: Option<&str>, replayed: Option<&str>| Detail {
             current_lsn: current.map(String::from),
             replayed_lsn: replayed.map(String::from),
+            ..Detail::default()
         };
         let details = BTreeMap::from([
             ("orders-1".to_string(), detail(Some("0/3000100"), None)),

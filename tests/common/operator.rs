@@ -75,12 +75,34 @@ pub async fn namespace(client: &Client, name: &str) {
         .unwrap();
 }
 
+/// Creates the PgCluster written in `yaml`.
+pub async fn create(clusters: &Api<PgCluster>, yaml: &str) {
+    let cluster: PgCluster = serde_saphyr::from_str(yaml).unwrap();
+    clusters
+        .create(&PostParams::default(), &cluster)
+        .await
+        .unwrap();
+}
+
 /// The cluster when it is Healthy with `instances` ready.
 pub async fn healthy(clusters: &Api<PgCluster>, name: &str, instances: i32) -> Option<PgCluster> {
     let cluster = clusters.get(name).await.ok()?;
     let status = cluster.status.as_ref()?;
     (status.phase == Some(ClusterPhase::Healthy) && status.ready_instances == instances)
         .then_some(cluster)
+}
+
+/// The cluster's `Ready` condition when its reason is `reason`.
+pub async fn ready_because(
+    clusters: &Api<PgCluster>,
+    name: &str,
+    reason: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    let status = clusters.get(name).await.ok()?.status?;
+    status
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Ready" && c.reason == reason)
 }
 
 /// The operator pod that holds the leader Lease.

@@ -338,6 +338,16 @@ pub fn all() -> Vec<Rejection> {
             "/spec/failover/maxLagBytes: -1 is less than the minimum of 0",
             Some("spec.failover.maxLagBytes in body should be greater than or equal to 0"),
         ),
+        on_create(
+            with(json!({"spec": {"failover": {"leaseSeconds": 1}}})),
+            "/spec/failover/leaseSeconds: 1 is less than the minimum of 2",
+            Some("spec.failover.leaseSeconds in body should be greater than or equal to 2"),
+        ),
+        on_create(
+            with(json!({"spec": {"failover": {"leaseSeconds": 2, "renewMillis": 600}}})),
+            "renewMillis must fit twice into leaseSeconds less fenceMarginMillis",
+            None,
+        ),
         // Names that every child's name can be made from.
         on_create(
             named("Orders"),

@@ -1,0 +1,87 @@
+//! The primary Lease: when a holder must fence itself, and when others may take the Lease.
+//! Time is a parameter: the agent passes its monotonic clock, the operator the API's times.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use crate::api::PgClusterSpec;
+use crate::api::instance::PrimaryLease;
+use crate::plan::names;
+
+/// Annotations with which the primary publishes its WAL position on every renewal, so the
+/// operator knows the high-water mark even after the primary is gone.
+pub const LSN_ANNOTATION: &str = "pgha.dev/lsn";
+pub const TIMELINE_ANNOTATION: &str = "pgha.dev/timeline";
+pub const SYSTEM_ID_ANNOTATION: &str = "pgha.dev/system-identifier";
+/// Which run of the holder's agent renews: a restarted agent finds another run's mark and
+/// hands the Lease back instead of carrying on, so the operator decides whether a replica
+/// takes over. The operator removes the mark when it assigns the Lease.
+pub const AGENT_RUN_ANNOTATION: &str = "pgha.dev/agent-run";
+/// The standbys the primary has as synchronous, comma-separated.
+pub const SYNCHRONOUS_ANNOTATION: &str = "pgha.dev/synchronous";
+
+/// The primary Lease of a cluster, as its instances are told.
+pub fn primary_lease(cluster: &str, spec: &PgClusterSpec) -> PrimaryLease {
+    let failover = &spec.failover;
+    PrimaryLease {
+        name: names::primary_lease(cluster),
+        duration_seconds: failover.lease_seconds,
+        renew_millis: failover.renew_millis,
+        fence_margin_millis: failover.fence_margin_millis,
+    }
+}
+
+/// How long after the send of its last successful renewal a holder may still act as primary.
+/// Measured from the send, not the answer: the API server may have stamped the renewal at
+/// any moment in between.
+pub fn holds_for(lease: &PrimaryLease) -> Duration {
+    let total = Duration::from_secs(u64::try_from(lease.duration_seconds).unwrap_or(0));
+    let margin = Duration::from_millis(u64::try_from(lease.fence_margin_millis).unwrap_or(0));
+    total.saturating_sub(margin)
+}
+
+/// Whether a holder whose last successful renewal was sent `since_sent` ago must fence now.
+pub fn must_fence(lease: &PrimaryLease, since_sent: Duration) -> bool {
+    since_sent >= holds_for(lease)
+}
+
+/// The moment a Lease renewed at `renewed` for `duration_seconds` runs out; a Lease never
+/// renewed has run out already.
+pub fn expires(renewed: Option<Timestamp>, duration_seconds: i32) -> Option<Timestamp> {
+    renewed.map(|at| at + SignedDuration::from_secs(duration_seconds.into()))
+}
+
+/// Whether a Lease held by someone else may be taken: its last renewal is older than its
+/// duration.
+pub fn expired(renewed: Option<Timestamp>, duration_seconds: i32, now: Timestamp) -> bool {
+    expires(renewed, duration_seconds).is_none_or(|end| now > end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::fixtures::cluster;
+
+    #[test]
+    fn a_lease_expires_after_its_duration() {
+        let at = Timestamp::from_second(1_000).unwrap();
+        let later = |s: i64| Timestamp::from_second(1_000 + s).unwrap();
+        assert!(expired(None, 15, at));
+        assert!(!expired(Some(at), 15, later(15)));
+        assert!(expired(Some(at), 15, later(16)));
+    }
+
+    #[test]
+    fn the_holder_fences_a_margin_before_anyone_may_take_over() {
+        let lease = primary_lease("orders", &cluster("orders", serde_json::json!({})).spec);
+        assert_eq!(lease.name, "orders-primary");
+        assert_eq!(holds_for(&lease), Duration::from_secs(2));
+        assert!(!must_fence(&lease, Duration::from_millis(1999)));
+        assert!(must_fence(&lease, Duration::from_secs(2)));
+        // The fence starts before the Lease can expire for anyone else, with the margin to
+        // spare for the fence itself and clock rates.
+        let expiry = Duration::from_secs(lease.duration_seconds as u64);
+        assert!(holds_for(&lease) + Duration::from_millis(900) < expiry);
+    }
+}

@@ -1,0 +1,149 @@
+//! A client that inserts a row through a Service every few milliseconds and remembers every
+//! row whose commit was acknowledged, with the time of the acknowledgement: what a failover
+//! may not lose, and the gap it leaves.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::task::JoinHandle;
+
+/// Where and as whom the writer connects.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub address: SocketAddr,
+    pub user: String,
+    pub password: String,
+    pub dbname: String,
+}
+
+impl Target {
+    pub fn conninfo(&self, host: &str, port: u16) -> String {
+        format!(
+            "host={host} port={port} user={} password={} dbname={} connect_timeout=2",
+            self.user, self.password, self.dbname
+        )
+    }
+}
+
+/// Connects to `host:port` as the target's user; None when it cannot.
+pub async fn connect(target: &Target, host: &str, port: u16) -> Option<tokio_postgres::Client> {
+    let conninfo = target.conninfo(host, port);
+    let connecting = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls);
+    let (client, connection) = tokio::time::timeout(Duration::from_secs(3), connecting)
+        .await
+        .ok()?
+        .ok()?;
+    tokio::spawn(connection);
+    Some(client)
+}
+
+#[derive(Default)]
+struct Log {
+    /// Acknowledged rows, with when their commit returned.
+    acked: Vec<(i64, Instant)>,
+    next: i64,
+}
+
+pub struct Writer {
+    log: Arc<Mutex<Log>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Writer {
+    /// Creates the table `acked (n bigint primary key)` and starts inserting every `every`.
+    /// A statement that does not return within a second is given up (not acknowledged) and
+    /// the connection dropped, as a client with a timeout does.
+    pub async fn start(target: Target, every: Duration) -> Self {
+        let host = target.address.ip().to_string();
+        let port = target.address.port();
+        let setup = loop {
+            if let Some(c) = connect(&target, &host, port).await {
+                break c;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        setup
+            .batch_execute("CREATE TABLE IF NOT EXISTS acked (n bigint PRIMARY KEY)")
+            .await
+            .unwrap();
+        let log = Arc::new(Mutex::new(Log::default()));
+        let task = tokio::spawn({
+            let log = log.clone();
+            async move {
+                let mut client: Option<tokio_postgres::Client> = None;
+                loop {
+                    tokio::time::sleep(every).await;
+                    if client.as_ref().is_none_or(|c| c.is_closed()) {
+                        client = connect(&target, &host, port).await;
+                    }
+                    let Some(c) = &client else { continue };
+                    let n = {
+                        let mut log = log.lock().unwrap();
+                        log.next += 1;
+                        log.next
+                    };
+                    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&n];
+                    let insert = c.execute("INSERT INTO acked VALUES ($1)", &params);
+                    let done = tokio::time::timeout(Duration::from_secs(1), insert).await;
+                    match done {
+                        Ok(Ok(_)) => log.lock().unwrap().acked.push((n, Instant::now())),
+                        _ => client = None,
+                    }
+                }
+            }
+        });
+        Self { log, task }
+    }
+
+    /// Every acknowledged row so far.
+    pub fn acked(&self) -> Vec<i64> {
+        self.log
+            .lock()
+            .unwrap()
+            .acked
+            .iter()
+            .map(|(n, _)| *n)
+            .collect()
+    }
+
+    /// The first acknowledgement after `since`, if any.
+    pub fn first_ack_after(&self, since: Instant) -> Option<Instant> {
+        let log = self.log.lock().unwrap();
+        log.acked.iter().map(|(_, at)| *at).find(|at| *at > since)
+    }
+
+    /// The longest time without an acknowledgement after `since` until now or `until`: the
+    /// write outage a fault caused.
+    pub fn longest_gap(&self, since: Instant, until: Instant) -> Duration {
+        let log = self.log.lock().unwrap();
+        let mut last = since;
+        let mut longest = Duration::ZERO;
+        for (_, at) in log
+            .acked
+            .iter()
+            .filter(|(_, at)| *at > since && *at <= until)
+        {
+            longest = longest.max(at.duration_since(last));
+            last = *at;
+        }
+        longest.max(until.saturating_duration_since(last))
+    }
+}
+
+/// The acknowledged rows missing from the server `client` is connected to.
+pub async fn missing(client: &tokio_postgres::Client, acked: &[i64]) -> Vec<i64> {
+    let rows = client.query("SELECT n FROM acked", &[]).await.unwrap();
+    let present: std::collections::BTreeSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+    acked
+        .iter()
+        .copied()
+        .filter(|n| !present.contains(n))
+        .collect()
+}
