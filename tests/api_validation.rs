@@ -78,7 +78,8 @@ fn minimal_cluster_is_accepted_and_defaulted() {
     );
     assert_eq!(
         spec["failover"],
-        json!({"maxLagBytes": 16777216, "delaySeconds": 0})
+        json!({"maxLagBytes": 16777216, "delaySeconds": 0, "leaseSeconds": 3,
+               "renewMillis": 500, "fenceMarginMillis": 1000})
     );
 }
 

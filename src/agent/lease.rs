@@ -118,7 +118,8 @@ impl LeaseKeeper {
                 Wanted::Hold(lease) => self.renew(&agent, lease).await,
                 Wanted::Release(lease) => {
                     self.lock().held_until = None;
-                    if agent.is_fenced() {
+                    // Only once no Postgres process is left: the fence is complete.
+                    if agent.is_fenced() && agent.postmaster_pid().is_none() {
                         self.release(lease).await;
                     }
                     renew_every(lease)

@@ -395,6 +395,11 @@ fn default_fence_margin_millis() -> i32 {
     1000
 }
 
+/// The annotation with which a DBA asks for a planned switchover: the instance to move the
+/// primary to, or empty for the most caught-up ready replica. `pgha switchover` sets it; the
+/// operator removes it once it has started or refused the switchover (`status.lastSwitchover`).
+pub const SWITCHOVER_ANNOTATION: &str = "pgha.dev/switchover-to";
+
 /// The annotation with which a DBA promotes an instance that the election refuses (too far
 /// behind, or not enough replicas heard from), accepting the loss of what it lacks. The
 /// primary's Lease must still have expired: the override never makes two primaries.
@@ -438,13 +443,35 @@ pub struct PgClusterStatus {
     /// The last completed failover.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<Failover>,
+    /// The last switchover asked for: under way, completed or refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_switchover: Option<Switchover>,
     /// The highest WAL position the primary reported (through its Lease and its agent): the
     /// mark a failover candidate is measured against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub high_water: Option<HighWater>,
 }
 
-/// A failover: from the lost primary to the promoted replica.
+/// A planned switchover.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Switchover {
+    /// The primary when it was asked for.
+    pub from: String,
+    /// The instance the primary moves to.
+    pub to: String,
+    /// When the operator took the request.
+    pub started: Time,
+    /// When the new primary first served writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed: Option<Time>,
+    /// Why it was refused or given up (nothing changed then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+}
+
+/// A change of primary: a failover from a lost primary, or the promotion step of a
+/// switchover (`planned`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Failover {
@@ -463,6 +490,9 @@ pub struct Failover {
     /// primary never received: what an asynchronous failover may have discarded.
     #[serde(default)]
     pub lost_bytes: i64,
+    /// A planned switchover rather than a failover.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub planned: bool,
 }
 
 /// The primary's WAL position as last reported.

@@ -9,6 +9,7 @@ mod agent;
 mod archive;
 mod crd;
 mod operator;
+mod switchover;
 mod validate;
 
 /// pgha: a PostgreSQL high-availability operator for Kubernetes.
@@ -31,6 +32,8 @@ enum Command {
     Operator(operator::OperatorArgs),
     /// Run the instance agent: PID 1 of a Postgres pod.
     Agent(Box<agent::AgentArgs>),
+    /// Move the primary of a cluster to a replica, losing nothing (a planned switchover).
+    Switchover(switchover::SwitchoverArgs),
     /// Check a PgCluster manifest offline with the checks the operator runs before planning.
     Validate {
         /// The YAML file with a PgCluster.
@@ -70,6 +73,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Validate { file } => done(validate::run(&file)),
         Command::Operator(args) => done(operator::run(args)),
         Command::Agent(args) => done(agent::run(*args)),
+        Command::Switchover(args) => done(switchover::run(args)),
         Command::WalPush(args) => archive::wal_push(args),
         Command::WalFetch(args) => Ok(archive::wal_fetch(args)),
         Command::Backup(args) => archive::backup(args),

@@ -10,9 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::{Api, Resource, ResourceExt};
 
-use super::{Context, Error, agents};
+use super::{Context, Error, agents, switchover};
 use crate::api::cluster::{
-    ClusterPhase, FORCE_PROMOTE_ANNOTATION, Failover, HighWater, PgClusterStatus,
+    ClusterPhase, FORCE_PROMOTE_ANNOTATION, Failover, HighWater, PgClusterStatus, Switchover,
 };
 use crate::api::instance::{InstancePhase, InstanceRole};
 use crate::api::{PgCluster, PgInstance};
@@ -41,6 +41,7 @@ pub struct Decision {
     pub failover: Option<Failover>,
     pub last_failover: Option<Failover>,
     pub high_water: Option<HighWater>,
+    pub last_switchover: Option<Switchover>,
     /// The primary is lost and nobody may be promoted: reason and message.
     pub blocked: Option<(&'static str, String)>,
     /// Look again this soon.
@@ -55,7 +56,15 @@ impl Decision {
         status.failover = self.failover.clone();
         status.last_failover = self.last_failover.clone();
         status.high_water = self.high_water.clone();
-        if self.failover.is_some() || self.blocked.is_some() {
+        status.last_switchover = self.last_switchover.clone();
+        let switching = self.failover.as_ref().is_some_and(|f| f.planned)
+            || self
+                .last_switchover
+                .as_ref()
+                .is_some_and(|s| s.completed.is_none() && s.refused.is_none());
+        if switching {
+            status.phase = Some(ClusterPhase::SwitchingOver);
+        } else if self.failover.is_some() || self.blocked.is_some() {
             status.phase = Some(ClusterPhase::FailingOver);
         }
     }
@@ -92,6 +101,7 @@ pub async fn decide(
         failover: previous.failover.clone(),
         last_failover: previous.last_failover.clone(),
         high_water: previous.high_water.clone(),
+        last_switchover: previous.last_switchover.clone(),
         blocked: None,
         requeue: None,
     };
@@ -146,15 +156,37 @@ pub async fn decide(
             return Ok(decision);
         }
         running.completed = Some(now());
-        let note = format!(
-            "{target} serves as primary in place of {}; {} bytes of WAL the old primary reported were not on it",
-            running.from, running.lost_bytes
-        );
-        ctx.event(&reference, false, "FailoverCompleted", note)
-            .await;
-        decision.current = target;
+        decision.current = target.clone();
         decision.failover = None;
-        decision.last_failover = Some(running);
+        if running.planned {
+            let note = format!("{target} serves as primary in place of {}", running.from);
+            ctx.event(&reference, false, "SwitchoverCompleted", note)
+                .await;
+            if let Some(switchover) = decision.last_switchover.as_mut() {
+                switchover.completed = running.completed.clone();
+            }
+        } else {
+            let note = format!(
+                "{target} serves as primary in place of {}; {} bytes of WAL the old primary reported were not on it",
+                running.from, running.lost_bytes
+            );
+            ctx.event(&reference, false, "FailoverCompleted", note)
+                .await;
+            decision.last_failover = Some(running);
+        }
+        return Ok(decision);
+    }
+
+    if switchover::step(
+        ctx,
+        cluster,
+        namespace,
+        observed,
+        (&leases, &lease, &view),
+        &mut decision,
+    )
+    .await?
+    {
         return Ok(decision);
     }
 
@@ -265,6 +297,7 @@ pub async fn decide(
                         started: now(),
                         completed: None,
                         lost_bytes: i64::try_from(lost_bytes).unwrap_or(i64::MAX),
+                        planned: false,
                     };
                     decision.primary = to.clone();
                     decision.failover = Some(started);
@@ -292,7 +325,7 @@ fn blocked(status: &PgClusterStatus) -> bool {
         .any(|c| c.type_ == "Ready" && BLOCKED_REASONS.contains(&c.reason.as_str()))
 }
 
-fn find<'a>(instances: &'a [PgInstance], name: &str) -> Option<&'a PgInstance> {
+pub(super) fn find<'a>(instances: &'a [PgInstance], name: &str) -> Option<&'a PgInstance> {
     instances.iter().find(|i| i.name_any() == name)
 }
 
@@ -410,7 +443,7 @@ async fn node_lost(ctx: &Context, node: &str) -> Result<bool, Error> {
 }
 
 /// Every other instance as a candidate, from its agent's report of this moment.
-async fn candidates(observed: &[PgInstance], lost: &str) -> Vec<Candidate> {
+pub(super) async fn candidates(observed: &[PgInstance], lost: &str) -> Vec<Candidate> {
     let reads = observed
         .iter()
         .filter(|i| i.name_any() != lost)

@@ -12,6 +12,7 @@ pub mod http;
 pub mod instance;
 pub mod leader;
 mod lease_watch;
+mod switchover;
 
 use std::sync::Arc;
 

@@ -287,6 +287,42 @@ pub fn elect(
     }
 }
 
+/// The replica a planned switchover moves the primary to: `requested`, or the most
+/// caught-up one, and in either case a reachable replica of the database that streamed from
+/// the primary and is at most `max_lag_bytes` behind it. Err says why not.
+pub fn switchover_target(
+    primary: &LostPrimary<'_>,
+    candidates: &[Candidate],
+    requested: Option<&str>,
+    max_lag_bytes: i64,
+) -> Result<String, String> {
+    let pool: Vec<Candidate> = match requested {
+        Some(name) => candidates
+            .iter()
+            .filter(|c| c.name == name)
+            .cloned()
+            .collect(),
+        None => candidates.to_vec(),
+    };
+    if let Some(name) = requested.filter(|_| pool.is_empty()) {
+        return Err(format!("{name} is not a replica of this cluster"));
+    }
+    let policy = Policy {
+        mode: SynchronousMode::Off,
+        number: 0,
+        replicas: pool.len(),
+        max_lag_bytes,
+    };
+    match elect(primary, &pool, &policy, None) {
+        Election::Promote { name, .. } => Ok(name),
+        Election::Wait { message, .. } => Err(message
+            .split("; to promote")
+            .next()
+            .unwrap_or_default()
+            .replacen(&format!("{} lost; ", primary.name), "", 1)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -579,6 +615,33 @@ mod tests {
             }
         ));
         assert_eq!(promoted(&e), None);
+    }
+
+    #[test]
+    fn a_switchover_goes_to_a_caught_up_reachable_replica() {
+        let hw = high_water(10_000, &[]);
+        let primary = LostPrimary {
+            name: "db-1",
+            system_identifier: Some(SYSID),
+            high_water: Some(&hw),
+        };
+        let mut frozen = candidate("db-3", 10_000);
+        frozen.reachable = false;
+        let all = [candidate("db-2", 9_900), frozen];
+        assert_eq!(
+            switchover_target(&primary, &all, None, 1000),
+            Ok("db-2".into())
+        );
+        assert_eq!(
+            switchover_target(&primary, &all, Some("db-2"), 1000),
+            Ok("db-2".into())
+        );
+        let refused = switchover_target(&primary, &all, Some("db-3"), 1000).unwrap_err();
+        assert!(refused.contains("did not answer"), "{refused}");
+        let refused = switchover_target(&primary, &all, Some("db-2"), 50).unwrap_err();
+        assert!(refused.contains("bytes behind"), "{refused}");
+        let refused = switchover_target(&primary, &all, Some("db-9"), 1000).unwrap_err();
+        assert!(refused.contains("not a replica"), "{refused}");
     }
 
     proptest! {
