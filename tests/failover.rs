@@ -160,6 +160,7 @@ async fn fail_over(
     .await;
     undo(cluster, kind, &old, node.as_deref());
     settled(
+        cluster,
         client,
         writer,
         target,
@@ -174,6 +175,7 @@ async fn fail_over(
 /// new one on its timeline, exactly the new one accepts writes, and every acknowledged row is
 /// on it. Returns the write outage.
 async fn settled(
+    cluster: &Cluster,
     client: &Client,
     writer: &Writer,
     target: &Target,
@@ -182,27 +184,47 @@ async fn settled(
     at: Instant,
 ) -> Duration {
     let instances: Api<PgInstance> = Api::namespaced(client.clone(), NS);
-    let timeline = wait_for(
-        Duration::from_secs(90),
-        "the old primary rejoined",
-        || async {
-            let list = instances.list(&ListParams::default()).await.ok()?;
-            let status = |name: &str| {
-                list.items
-                    .iter()
-                    .find(|i| i.name_any() == name)
-                    .and_then(|i| i.status.clone())
-            };
-            let (o, n) = (status(old)?, status(new)?);
-            (o.ready
-                && o.role == Some(InstanceRole::Replica)
-                && n.role == Some(InstanceRole::Primary)
-                && o.timeline.is_some()
-                && o.timeline == n.timeline)
-                .then_some(n.timeline)
-        },
-    )
-    .await;
+    let rejoined = || async {
+        let list = instances.list(&ListParams::default()).await.ok()?;
+        let status = |name: &str| {
+            list.items
+                .iter()
+                .find(|i| i.name_any() == name)
+                .and_then(|i| i.status.clone())
+        };
+        let (o, n) = (status(old)?, status(new)?);
+        (o.ready
+            && o.role == Some(InstanceRole::Replica)
+            && n.role == Some(InstanceRole::Primary)
+            && o.timeline.is_some()
+            && o.timeline == n.timeline)
+            .then_some(n.timeline)
+    };
+    // A killed pod's restarts back off (up to 20 s), then it rewinds: give it time, and say
+    // what it was doing if that was not enough.
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let timeline = loop {
+        if let Some(timeline) = rejoined().await {
+            break timeline;
+        }
+        if Instant::now() > deadline {
+            let statuses: Vec<_> = instances
+                .list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|i| (i.name_any(), i.spec.role, i.spec.fenced, i.status))
+                .collect();
+            let log = cluster.logs(&pod(old), "postgres");
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "{what}: {old} did not rejoin {new}: {statuses:#?}\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     // Let the writer go on a little on the new primary, then check.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let outage = writer.longest_gap(at, Instant::now());
@@ -273,7 +295,16 @@ async fn switch_over(
     if let Some(to) = to {
         assert_eq!(new, to);
     }
-    settled(client, writer, target, "Switchover", (&old, &new), at).await
+    settled(
+        cluster,
+        client,
+        writer,
+        target,
+        "Switchover",
+        (&old, &new),
+        at,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,6 +320,21 @@ async fn every_fault_on_the_primary_fails_over_without_losing_an_acknowledged_ro
         healthy(&clusters, "orders", 3)
     })
     .await;
+    // One instance per node, so that a lost node takes one.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let mut nodes = std::collections::BTreeSet::new();
+    for name in ["orders-1", "orders-2", "orders-3"] {
+        nodes.insert(
+            pods.get(name)
+                .await
+                .unwrap()
+                .spec
+                .unwrap()
+                .node_name
+                .unwrap(),
+        );
+    }
+    assert_eq!(nodes.len(), 3, "instances share nodes: {nodes:?}");
     let target = target(&cluster, &client, "orders").await;
     let writer = Writer::start(target.clone(), Duration::from_millis(50)).await;
     // pgbench alongside, through -rw, so each failover happens under load.

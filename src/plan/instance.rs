@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+    Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PersistentVolumeClaimVolumeSource, Pod, PodSpec, Probe, SecretVolumeSource, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    PersistentVolumeClaimVolumeSource, Pod, PodAffinityTerm, PodAntiAffinity, PodSpec, Probe,
+    SecretVolumeSource, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::PgInstance;
@@ -244,6 +246,7 @@ pub fn pod(instance: &PgInstance, owner: &OwnerReference, kind: PodKind) -> Pod 
         metadata: meta(instance, owner, pod_name, component),
         spec: Some(PodSpec {
             service_account_name: Some(names::instance_account(&name)),
+            affinity: Some(spread(cluster, &name)),
             restart_policy: Some(if server { "Always" } else { "Never" }.into()),
             // Enough for the agent's smart and then fast shutdown.
             termination_grace_period_seconds: Some(60),
@@ -252,6 +255,38 @@ pub fn pod(instance: &PgInstance, owner: &OwnerReference, kind: PodKind) -> Pod 
             ..Default::default()
         }),
         status: None,
+    }
+}
+
+/// Prefer a node without another instance of the cluster, so one lost node takes one
+/// instance. The init pod places the volume (it binds first), so it carries this too.
+fn spread(cluster: &str, instance: &str) -> Affinity {
+    let selector = LabelSelector {
+        match_labels: Some(BTreeMap::from([(
+            names::LABEL_CLUSTER.to_string(),
+            cluster.to_string(),
+        )])),
+        match_expressions: Some(vec![LabelSelectorRequirement {
+            key: names::LABEL_PG_INSTANCE.into(),
+            operator: "NotIn".into(),
+            values: Some(vec![instance.to_string()]),
+        }]),
+    };
+    Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(selector),
+                        topology_key: "kubernetes.io/hostname".into(),
+                        ..Default::default()
+                    },
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
     }
 }
 
@@ -571,6 +606,25 @@ mod tests {
         let spec = server.spec.unwrap();
         assert_eq!(spec.service_account_name.as_deref(), Some("orders-2"));
         assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+        // Away from the cluster's other instances, not from itself.
+        let term = &spec
+            .affinity
+            .unwrap()
+            .pod_anti_affinity
+            .unwrap()
+            .preferred_during_scheduling_ignored_during_execution
+            .unwrap()[0]
+            .pod_affinity_term;
+        assert_eq!(term.topology_key, "kubernetes.io/hostname");
+        let selector = term.label_selector.clone().unwrap();
+        assert_eq!(
+            selector.match_labels.unwrap()[names::LABEL_CLUSTER],
+            "orders"
+        );
+        assert_eq!(
+            selector.match_expressions.unwrap()[0].values,
+            Some(vec!["orders-2".into()])
+        );
         let args = spec.containers[0].args.clone().unwrap();
         assert!(args.windows(2).any(|w| w == ["--name", "orders-2"]));
         assert!(!args.contains(&"--init-only".to_string()));
