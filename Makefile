@@ -23,6 +23,7 @@ bench: deps
 	$(CARGO) bench --bench agent
 	$(CARGO) bench --bench archive
 	$(CARGO) bench --bench operator
+	$(CARGO) bench --bench failover
 
 # Regenerate crds/ from the Rust types (a test fails when they drift).
 crds:

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Installs the peer tools the archive benchmark compares against (not needed by make test):
-# barman-cloud and pgBackRest from Debian, stunnel for pgBackRest's TLS-only S3 client, and a
-# venv with python-snappy 0.7.3, with which barman-cloud's --snappy works (Debian's
-# python3-snappy breaks it).
+# Installs the peer tools the benchmarks compare against (not needed by make test): for the
+# archive benchmark barman-cloud and pgBackRest from Debian, stunnel for pgBackRest's TLS-only
+# S3 client, and a venv with python-snappy 0.7.3, with which barman-cloud's --snappy works
+# (Debian's python3-snappy breaks it); for the failover benchmark Patroni and etcd.
 set -euo pipefail
 
-packages=(barman-cli-cloud pgbackrest stunnel4 python3-venv openssl)
+packages=(barman-cli-cloud pgbackrest stunnel4 python3-venv openssl patroni etcd-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
