@@ -301,11 +301,7 @@ pub async fn decide(
                     };
                     decision.primary = to.clone();
                     decision.failover = Some(started);
-                    // Recorded before any order changes: a new leader resumes from here.
-                    let mut status = previous.clone();
-                    decision.record(&mut status);
-                    let clusters: Api<PgCluster> = Api::namespaced(ctx.client.clone(), namespace);
-                    apply_status(&clusters, &name, super::cluster::FIELD_MANAGER, &status).await?;
+                    persist(ctx, cluster, namespace, &decision).await?;
                     let note = format!(
                         "promoting {to} in place of {current}: {why}; it lacks {lost_bytes} bytes of the WAL {current} reported"
                     );
@@ -315,6 +311,22 @@ pub async fn decide(
         }
     }
     Ok(decision)
+}
+
+/// Writes the status with `decision` recorded, before any order changes: a new operator
+/// leader resumes from there.
+pub(super) async fn persist(
+    ctx: &Context,
+    cluster: &PgCluster,
+    namespace: &str,
+    decision: &Decision,
+) -> Result<(), Error> {
+    let mut status = cluster.status.clone().unwrap_or_default();
+    decision.record(&mut status);
+    let clusters: Api<PgCluster> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = cluster.name_any();
+    apply_status(&clusters, &name, super::cluster::FIELD_MANAGER, &status).await?;
+    Ok(())
 }
 
 /// Whether the last election found nobody to promote (its reason is in the Ready condition).

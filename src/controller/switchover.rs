@@ -13,11 +13,10 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::failover::{Decision, candidates, find};
+use super::failover::{Decision, candidates, find, persist};
 use super::{Context, Error};
 use crate::api::cluster::{Failover, PgClusterStatus, SWITCHOVER_ANNOTATION, Switchover};
 use crate::api::{PgCluster, PgInstance};
-use crate::k8s::apply_status;
 use crate::k8s::lease::LeaseApi;
 use crate::plan::failover::{LeaseView, LostPrimary, switchover_target};
 use crate::plan::lease::{AGENT_RUN_ANNOTATION, expired};
@@ -106,16 +105,8 @@ pub async fn step(
     }
     decision.last_switchover = Some(record);
     // Recorded first, then the request is taken away: a new leader resumes from the status.
-    let mut status = previous.clone();
-    decision.record(&mut status);
+    persist(ctx, cluster, namespace, decision).await?;
     let clusters: Api<PgCluster> = Api::namespaced(ctx.client.clone(), namespace);
-    apply_status(
-        &clusters,
-        &cluster.name_any(),
-        super::cluster::FIELD_MANAGER,
-        &status,
-    )
-    .await?;
     let patch = json!({"metadata": {"annotations": {SWITCHOVER_ANNOTATION: null}}});
     clusters
         .patch(
@@ -195,15 +186,5 @@ async fn advance(
         lost_bytes: 0,
         planned: true,
     });
-    let mut status = cluster.status.clone().unwrap_or_default();
-    decision.record(&mut status);
-    let clusters: Api<PgCluster> = Api::namespaced(ctx.client.clone(), namespace);
-    apply_status(
-        &clusters,
-        &cluster.name_any(),
-        super::cluster::FIELD_MANAGER,
-        &status,
-    )
-    .await?;
-    Ok(())
+    persist(ctx, cluster, namespace, decision).await
 }
