@@ -18,6 +18,8 @@
 #[allow(dead_code)]
 #[path = "../tests/common/eventually.rs"]
 mod eventually;
+#[path = "../tests/common/faults.rs"]
+mod faults;
 #[allow(dead_code)]
 #[path = "../tests/common/operator.rs"]
 mod install;
@@ -42,9 +44,10 @@ use kube::api::{Api, PostParams};
 use pgha::api::cluster::{Failover, PgClusterStatus};
 use pgha::api::instance::{InstanceRole, PgInstanceStatus};
 use pgha::api::{PgCluster, PgInstance};
-use pgha_e2e::{Cluster, Fault, PodRef};
+use pgha_e2e::Cluster;
 
 use eventually::eventually as wait_for;
+use faults::{Kind, inject, undo};
 use patroni::{Patroni, Settings};
 use report::{max, median, secs};
 use writer::{Target, Writer, connect, missing};
@@ -229,16 +232,6 @@ async fn patroni_run(patroni: &mut Patroni, client: &mut Client, settings: Setti
 // ---------------------------------------------------------------------------------------------
 // pgha
 
-/// A fault on the primary pod.
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    DeleteNow,
-    Kill,
-    Freeze,
-    NodeStop,
-    Partition,
-}
-
 impl Kind {
     const ALL: [Kind; 5] = [
         Kind::DeleteNow,
@@ -346,9 +339,10 @@ impl Pgha {
     async fn run(&mut self, kind: Kind) -> Result<Run, String> {
         let old = self.settle().await?;
         let (at, at_wall) = (Instant::now(), SystemTime::now());
-        let node = self.inject(kind, &old).await;
+        let node = inject(&self.cluster, &self.kube, kind, (NS, &old)).await;
         let recovered = self.recover(kind, &old, at).await;
-        self.undo(kind, &old, node.as_deref());
+        // The pod may be gone by now; then there is nothing to undo.
+        let _ = undo(&self.cluster, kind, (NS, &old), node.as_deref());
         recovered?;
         let new = self.settle().await?;
         let endpoint = self.instances.get(&new).await.unwrap().status.unwrap();
@@ -389,38 +383,6 @@ impl Pgha {
         })
         .await?;
         self.client.wait_for_write(Instant::now()).await
-    }
-
-    /// Injects the fault; returns the primary's node when its agent was stopped.
-    async fn inject(&self, kind: Kind, primary: &str) -> Option<String> {
-        let target = pod(primary);
-        match kind {
-            Kind::DeleteNow => self.cluster.delete_now(&target).await.unwrap(),
-            Kind::Kill => drop(self.cluster.fault(&target, None, Fault::Kill).unwrap()),
-            Kind::Freeze => drop(self.cluster.fault(&target, None, Fault::Freeze).unwrap()),
-            Kind::Partition => self.cluster.partition(&target).unwrap(),
-            Kind::NodeStop => {
-                let pods: Api<Pod> = Api::namespaced(self.kube.clone(), NS);
-                let spec = pods.get(primary).await.unwrap().spec.unwrap();
-                let node = spec.node_name.unwrap();
-                self.cluster.set_node_running(&node, false).unwrap();
-                return Some(node);
-            }
-        }
-        None
-    }
-
-    fn undo(&self, kind: Kind, primary: &str, node: Option<&str>) {
-        // The pod may be gone by now; then there is nothing to undo.
-        let _ = match kind {
-            Kind::Freeze => self
-                .cluster
-                .fault(&pod(primary), None, Fault::Thaw)
-                .map(drop),
-            Kind::Partition => self.cluster.heal(&pod(primary)),
-            Kind::NodeStop => self.cluster.set_node_running(node.unwrap(), true),
-            Kind::DeleteNow | Kind::Kill => Ok(()),
-        };
     }
 
     /// The primary once the cluster is whole and stays so for 3 s (a failover may follow a
@@ -552,13 +514,6 @@ async fn create(cluster: &Cluster, kube: &kube::Client, name: &str) -> Client {
     })
     .await;
     Client::start(rw_target(cluster, kube, name).await).await
-}
-
-fn pod(name: &str) -> PodRef {
-    PodRef {
-        namespace: NS.into(),
-        name: name.into(),
-    }
 }
 
 /// The `-rw` Service with the generated application credentials, as an application connects.

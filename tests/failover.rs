@@ -14,12 +14,15 @@ use pgha_e2e::{Cluster, Fault, PodRef};
 
 #[path = "common/eventually.rs"]
 mod eventually;
+#[path = "common/faults.rs"]
+mod faults;
 #[path = "common/operator.rs"]
 mod install;
 #[path = "common/writer.rs"]
 mod writer;
 
 use eventually::eventually as wait_for;
+use faults::{Kind, inject, undo};
 use install::{create, healthy, installed, leader, ready_because};
 use writer::{Target, Writer, connect, missing};
 
@@ -80,49 +83,6 @@ async fn writable(instances: &Api<PgInstance>, target: &Target) -> Vec<String> {
     out
 }
 
-/// A fault on the primary pod, and how it is undone.
-#[derive(Clone, Copy, Debug)]
-enum Kind {
-    DeleteNow,
-    Kill,
-    Freeze,
-    NodeStop,
-    Partition,
-}
-
-async fn inject(cluster: &Cluster, client: &Client, kind: Kind, primary: &str) -> Option<String> {
-    let target = pod(primary);
-    match kind {
-        Kind::DeleteNow => cluster.delete_now(&target).await.unwrap(),
-        Kind::Kill => drop(cluster.fault(&target, None, Fault::Kill).unwrap()),
-        Kind::Freeze => drop(cluster.fault(&target, None, Fault::Freeze).unwrap()),
-        Kind::Partition => cluster.partition(&target).unwrap(),
-        Kind::NodeStop => {
-            let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-            let node = pods
-                .get(primary)
-                .await
-                .unwrap()
-                .spec
-                .unwrap()
-                .node_name
-                .unwrap();
-            cluster.set_node_running(&node, false).unwrap();
-            return Some(node);
-        }
-    }
-    None
-}
-
-fn undo(cluster: &Cluster, kind: Kind, primary: &str, node: Option<&str>) {
-    match kind {
-        Kind::Freeze => drop(cluster.fault(&pod(primary), None, Fault::Thaw).unwrap()),
-        Kind::Partition => cluster.heal(&pod(primary)).unwrap(),
-        Kind::NodeStop => cluster.set_node_running(node.unwrap(), true).unwrap(),
-        Kind::DeleteNow | Kind::Kill => {}
-    }
-}
-
 /// One fault on the primary of `orders`: a new primary takes over, nothing acknowledged is
 /// lost, one pod is writable, the old primary follows on the new timeline. Returns the write
 /// outage.
@@ -137,7 +97,7 @@ async fn fail_over(
     let old = primary_of(&clusters, "orders").await;
     let before = writer.acked().len();
     let at = Instant::now();
-    let node = inject(cluster, client, kind, &old).await;
+    let node = inject(cluster, client, kind, (NS, &old)).await;
     let new = wait_for(Duration::from_secs(60), "a new primary", || async {
         let status = clusters.get("orders").await.ok()?.status?;
         let now = status.current_primary?;
@@ -158,7 +118,7 @@ async fn fail_over(
         },
     )
     .await;
-    undo(cluster, kind, &old, node.as_deref());
+    undo(cluster, kind, (NS, &old), node.as_deref()).unwrap();
     settled(
         cluster,
         client,
@@ -531,10 +491,26 @@ async fn no_candidate_means_no_promotion_and_a_new_leader_finishes_a_failover() 
     tokio::time::sleep(Duration::from_secs(1)).await;
     let leading = leader(&client).await;
     cluster.fault(&pod(&first), None, Fault::Kill).unwrap();
-    wait_for(Duration::from_secs(30), "a failover started", || async {
-        clusters.get("orders").await.ok()?.status?.failover
-    })
-    .await;
+    // Said with the cluster's status and Events if it does not come: a run once waited
+    // 30 s for it in vain.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = clusters
+            .get("orders")
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default();
+        if status.failover.is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let said = events.list(&ListParams::default()).await.unwrap();
+            let notes: Vec<_> = said.items.iter().map(|e| (&e.reason, &e.message)).collect();
+            panic!("no failover started after {first} was killed: {status:#?}\n{notes:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     cluster
         .fault(
             &PodRef {
