@@ -191,7 +191,7 @@ async fn clone_with_agent(ws: &Workspace, i: usize, at: &Endpoint) -> Duration {
         ws.config(),
     );
     let started = Instant::now();
-    agent.bootstrap().await.unwrap();
+    agent.bootstrap(None).await.unwrap();
     let took = started.elapsed();
     std::fs::remove_dir_all(&agent.settings().data_dir).unwrap();
     took

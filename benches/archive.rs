@@ -69,7 +69,7 @@ async fn main() {
     let settings = Settings {
         archive: Some(ArchiveCommands {
             push: "/bin/true".into(),
-            fetch: archive.fetch,
+            ..archive
         }),
         ..ws.settings("src")
     };

@@ -35,7 +35,7 @@ mod writer;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -513,25 +513,7 @@ async fn create(cluster: &Cluster, kube: &kube::Client, name: &str) -> Client {
         install::healthy(&clusters, name, 3)
     })
     .await;
-    Client::start(rw_target(cluster, kube, name).await).await
-}
-
-/// The `-rw` Service with the generated application credentials, as an application connects.
-async fn rw_target(cluster: &Cluster, kube: &kube::Client, name: &str) -> Target {
-    let app = Api::<Secret>::namespaced(kube.clone(), NS)
-        .get(&format!("{name}-app"))
-        .await
-        .unwrap();
-    let value = |key: &str| String::from_utf8(app.data.as_ref().unwrap()[key].0.clone()).unwrap();
-    Target {
-        address: cluster
-            .service_address(NS, &format!("{name}-rw"), None)
-            .await
-            .unwrap(),
-        user: value("username"),
-        password: value("password"),
-        dbname: value("dbname"),
-    }
+    Client::start(Target::rw(cluster, kube, NS, name, "app").await).await
 }
 
 async fn pgha_side(runs: usize) -> Vec<Series> {

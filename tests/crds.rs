@@ -92,7 +92,16 @@ fn every_resource_has_status_subresource_and_printer_columns() {
         (
             "pgclusters",
             "pgc",
-            vec!["Instances", "Ready", "Primary", "Phase", "Age"],
+            vec![
+                "Instances",
+                "Ready",
+                "Primary",
+                "Phase",
+                "Last Backup",
+                "Recoverable From",
+                "WAL Waiting",
+                "Age",
+            ],
         ),
         (
             "pginstances",

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Event, Pod, Secret};
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use pgha::api::instance::InstanceRole;
@@ -24,30 +24,9 @@ mod writer;
 use eventually::eventually as wait_for;
 use faults::{Kind, inject, undo};
 use install::{create, healthy, installed, leader, ready_because};
-use writer::{Target, Writer, connect, missing};
+use writer::{Target, Writer, connect, missing, pgbench};
 
 const NS: &str = "shop";
-
-fn secret_value(secret: &Secret, key: &str) -> String {
-    String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
-}
-
-/// The `-rw` Service of `name`, as its application connects to it.
-async fn target(cluster: &Cluster, client: &Client, name: &str) -> Target {
-    let app = Api::<Secret>::namespaced(client.clone(), NS)
-        .get(&format!("{name}-app"))
-        .await
-        .unwrap();
-    Target {
-        address: cluster
-            .service_address(NS, &format!("{name}-rw"), None)
-            .await
-            .unwrap(),
-        user: secret_value(&app, "username"),
-        password: secret_value(&app, "password"),
-        dbname: secret_value(&app, "dbname"),
-    }
-}
 
 fn pod(name: &str) -> PodRef {
     PodRef {
@@ -295,7 +274,7 @@ async fn every_fault_on_the_primary_fails_over_without_losing_an_acknowledged_ro
         );
     }
     assert_eq!(nodes.len(), 3, "instances share nodes: {nodes:?}");
-    let target = target(&cluster, &client, "orders").await;
+    let target = Target::rw(&cluster, &client, NS, "orders", "app").await;
     let writer = Writer::start(target.clone(), Duration::from_millis(50)).await;
     // pgbench alongside, through -rw, so each failover happens under load.
     let load = pgbench(&target).await;
@@ -359,30 +338,6 @@ async fn every_fault_on_the_primary_fails_over_without_losing_an_acknowledged_ro
     let last = clusters.get("orders").await.unwrap().status.unwrap();
     let record = last.last_failover.unwrap();
     assert!(record.completed.is_some());
-}
-
-/// pgbench through `target` until dropped (initialised first). Async: the Service proxies
-/// run in this process and must keep serving while pgbench connects.
-async fn pgbench(target: &Target) -> tokio::process::Child {
-    let bin = "/usr/lib/postgresql/15/bin/pgbench";
-    let conninfo = target.conninfo(&target.address.ip().to_string(), target.address.port());
-    let init = tokio::process::Command::new(bin)
-        .args(["-i", "-q", "-s", "1", &conninfo])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "pgbench -i: {}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    tokio::process::Command::new(bin)
-        .args(["-c", "2", "-T", "3600", "-n", &conninfo])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -486,7 +441,7 @@ async fn no_candidate_means_no_promotion_and_a_new_leader_finishes_a_failover() 
     let first = back.current_primary.unwrap();
 
     // The operator's leader dies in the middle of a failover: the standby finishes it.
-    let target = target(&cluster, &client, "orders").await;
+    let target = Target::rw(&cluster, &client, NS, "orders", "app").await;
     let writer = Writer::start(target.clone(), Duration::from_millis(50)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let leading = leader(&client).await;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::{AgentError, Result};
 use super::{Agent, Desired, Endpoint, conf, files, pgbin, sql};
+use crate::plan::agent::RecoverySpec;
 use crate::plan::{config::slot_name, names};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,14 +19,20 @@ pub enum Bootstrapped {
 
 impl Agent {
     /// Creates the database for the desired role if the data directory has none: `initdb`
-    /// for a primary, a clone of the primary for a replica.
-    pub async fn bootstrap(&self) -> Result<Bootstrapped> {
+    /// (or a restore from `recovery`) for a primary, a clone of the primary for a replica.
+    pub async fn bootstrap(&self, recovery: Option<&RecoverySpec>) -> Result<Bootstrapped> {
         let _op = self.ops.lock().await;
         let desired = self.lock().desired.clone();
-        let result = match desired {
+        let result = match (desired, recovery) {
             _ if is_initialized(&self.settings.data_dir) => Ok(Bootstrapped::AlreadyInitialized),
-            Desired::Primary => self.initdb().await.map(|()| Bootstrapped::Initialized),
-            Desired::Replica(primary) => self
+            (Desired::Primary, Some(recovery)) => {
+                let building = self.building_dir()?;
+                self.restore(recovery, &building).await?;
+                self.move_into_place(&building)
+                    .map(|()| Bootstrapped::Initialized)
+            }
+            (Desired::Primary, None) => self.initdb().await.map(|()| Bootstrapped::Initialized),
+            (Desired::Replica(primary), _) => self
                 .clone_from(&primary)
                 .await
                 .map(|()| Bootstrapped::Initialized),

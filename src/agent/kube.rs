@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use super::error::{AgentError, Result};
 use super::status::Status;
 use crate::api::PgInstance;
+use crate::api::instance::InstanceBackup;
 use crate::k8s::apply_status;
 use crate::plan::agent::{Endpoint, Orders};
 
@@ -81,12 +82,14 @@ impl ApiOrders {
 }
 
 /// What of its orders the agent has carried out.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Applied {
     /// The highest restart order carried out.
     pub restarted: i64,
     /// The generation of the orders whose configuration is in force.
     pub config_generation: Option<i64>,
+    /// The backup ordered last, and how it went.
+    pub backup: Option<InstanceBackup>,
 }
 
 /// Writes the agent's observations to its PgInstance's status when they change.
@@ -129,6 +132,16 @@ impl StatusWriter {
             "pendingRestart": server.is_some_and(|s| !s.pending_restart.is_empty()),
             "restarted": applied.restarted,
             "configGeneration": applied.config_generation,
+            "archiver": server.and_then(|s| s.archiver.as_ref()).map(|a| json!({
+                "lastArchivedWal": a.last_archived_wal,
+                "lastArchivedAt": a.last_archived_at,
+                "lastFailedWal": a.last_failed_wal,
+                "lastFailedAt": a.last_failed_at,
+                "failedCount": a.failed_count,
+                "pending": a.pending,
+                "lastError": a.last_error,
+            })),
+            "backup": applied.backup,
         })
     }
 

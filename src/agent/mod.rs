@@ -2,6 +2,7 @@
 //! directory, writes the configuration, supervises the postmaster, reports status and carries
 //! out role changes. Who tells it what to do is outside this module: [`Agent`] is the interface.
 
+pub mod backup;
 mod bootstrap;
 pub mod conf;
 pub(crate) mod error;
@@ -11,11 +12,13 @@ pub mod kube;
 pub mod lease;
 pub mod pgbin;
 pub mod postmaster;
+pub mod restore;
 mod roles;
 pub mod run;
 pub mod settings;
 mod sql;
 pub mod status;
+pub mod stores;
 
 use std::sync::Mutex;
 
@@ -233,6 +236,12 @@ impl Agent {
         };
         match server {
             Ok(mut server) => {
+                if let (Some(archiver), Some(archive)) =
+                    (server.archiver.as_mut(), &self.settings.archive)
+                {
+                    let error_file = crate::plan::config::push_error_file(&archive.store);
+                    archiver.last_error = std::fs::read_to_string(error_file).ok();
+                }
                 status.role = if server.in_recovery {
                     InstanceRole::Replica
                 } else {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use tokio::signal::unix::{SignalKind, signal};
 
+use super::backup::Backups;
 use super::error::{AgentError, Result};
 use super::kube::{ApiOrders, Applied, StatusWriter};
 use super::lease::{LeaseKeeper, Wanted};
@@ -106,7 +107,9 @@ pub async fn run(
         let mut applied = Applied {
             restarted: first.restart,
             config_generation: None,
+            backup: None,
         };
+        let backups = Arc::new(Backups::default());
         let mut last_report = std::time::Instant::now();
         let mut last_tidy = std::time::Instant::now();
         loop {
@@ -120,6 +123,9 @@ pub async fn run(
                     acted = step(&agent, &wanted, &mut applied.restarted, keeper.as_deref()).await;
                     if agent.config() == wanted.config {
                         applied.config_generation = wanted.generation;
+                    }
+                    if let Some(request) = &wanted.backup {
+                        backups.take(&agent, request);
                     }
                 }
                 Err(e) => {
@@ -138,6 +144,7 @@ pub async fn run(
                 && (acted || last_report.elapsed() >= Duration::from_secs(1))
             {
                 last_report = std::time::Instant::now();
+                applied.backup = backups.report();
                 let now = agent.status().await;
                 if let Some(keeper) = &keeper {
                     keeper.publish(&now);
@@ -175,7 +182,7 @@ async fn bring_up(agent: &Agent, source: &OrdersSource, keeper: Option<&LeaseKee
         if orders.fenced {
             return agent.fence().await.map(drop);
         }
-        agent.bootstrap().await?;
+        agent.bootstrap(orders.recovery.as_ref()).await?;
         match orders.upstream()? {
             None if !may_lead(keeper, &orders) => Err(AgentError::Refused(
                 "waiting for the primary Lease before starting as primary".into(),

@@ -50,6 +50,8 @@ pub struct Settings {
     pub timeouts: Timeouts,
     /// WAL archiving, when the cluster has an object store.
     pub archive: Option<ArchiveCommands>,
+    /// Where the credentials of a recovery source's object store are mounted.
+    pub source_credentials_dir: PathBuf,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,8 +130,9 @@ impl Credentials {
     /// Reads `superuser/password`, `replication/password` and, when present,
     /// `app/{username,password,dbname}` under `dir` (one mounted Secret per folder).
     pub fn from_dir(dir: &Path) -> Result<Self> {
+        // An optional Secret that does not exist is mounted as an empty folder.
         let app_dir = dir.join("app");
-        let app = if app_dir.exists() {
+        let app = if app_dir.join("username").exists() {
             Some(AppUser {
                 user: read_value(&app_dir.join("username"))?,
                 password: Secret(read_value(&app_dir.join("password"))?),

@@ -62,6 +62,8 @@ pub struct Archiver {
     /// WAL files waiting to be archived (`.ready` in `pg_wal/archive_status`), which Postgres
     /// keeps until they are.
     pub pending: i64,
+    /// What the last failed `pgha wal-push` said (gone after a success).
+    pub last_error: Option<String>,
 }
 
 /// A replica's WAL receiver.
@@ -230,6 +232,7 @@ async fn archiver(client: &Client) -> Result<Option<Archiver>> {
         last_failed_wal: row.get(4),
         last_failed_at: row.get(5),
         pending: row.get(6),
+        last_error: None,
     }))
 }
 

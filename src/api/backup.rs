@@ -56,12 +56,28 @@ pub enum BackupTarget {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PgBackupStatus {
-    /// `Pending` → `Running` → `Completed`, or `Failed`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub phase: Option<BackupPhase>,
+    /// What its agent reported (phase, times, LSNs, sizes, id, message).
+    #[serde(flatten)]
+    pub result: BackupResult,
     /// The instance the backup was read from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
+    /// Where the backup is: `s3://<bucket>/<path>/base/<id>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    /// Standard conditions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// How a backup went, as the agent that takes it reports it (in its PgInstance's
+/// `status.backup`) and the PgBackup repeats it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupResult {
+    /// `Pending` → `Running` → `Completed`, or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<BackupPhase>,
     /// When the backup started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
@@ -77,18 +93,18 @@ pub struct PgBackupStatus {
     /// Timeline the backup was taken on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<i64>,
-    /// Bytes stored in the object store.
+    /// Bytes of data read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size_bytes: Option<i64>,
-    /// Where the backup is: `s3://<bucket>/<path>/base/<id>`.
+    /// Bytes stored after compression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub location: Option<String>,
-    /// Why a failed backup failed.
+    pub stored_bytes: Option<i64>,
+    /// The backup's id in the object store (`pgha catalog` lists it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    /// Why a backup waits or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Standard conditions.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Condition>,
 }
 
 /// Lifecycle phase of a backup.

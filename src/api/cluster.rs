@@ -34,6 +34,13 @@ pub const MAX_CLUSTER_NAME: usize = 50;
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyInstances"),
     printcolumn(name = "Primary", type_ = "string", json_path = ".status.currentPrimary"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Last Backup", type_ = "string", json_path = ".status.lastBackup"),
+    printcolumn(
+        name = "Recoverable From",
+        type_ = "date",
+        json_path = ".status.firstRecoverabilityPoint"
+    ),
+    printcolumn(name = "WAL Waiting", type_ = "integer", json_path = ".status.walPendingArchive"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
         .message("metadata.name must start with a lowercase letter and contain only lowercase letters, digits and '-': it names Services and Pods"),
@@ -243,18 +250,29 @@ fn default_app_name() -> String {
 }
 
 /// Restore from an object store.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.database) == has(self.owner)").message("bootstrap.recovery: set both database and owner (the restored application database and its role), or neither"))]
 pub struct RecoverySpec {
     /// Where the base backups and WAL come from.
     pub source: RecoverySource,
     /// How far to replay. Unset replays to the end of the archived WAL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<RecoveryTarget>,
+    /// The application database in the restored data (example: `orders`). With `owner`, the
+    /// cluster gets a `<cluster>-app` Secret, and the role's password is reset to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"))]
+    pub database: Option<String>,
+    /// The role that owns `database` in the restored data (example: `orders`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z_][a-z0-9_]{0,62}$"))]
+    #[x_kube(validation = Rule::new("!(self in ['postgres', 'streaming_replica']) && !self.startsWith('pg_')").message("bootstrap.recovery.owner must not be postgres, streaming_replica or start with pg_: those roles are the operator's"))]
+    pub owner: Option<String>,
 }
 
 /// The archive of the cluster to restore.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.s3.path)").message("bootstrap.recovery.source.s3.path is required: it is the prefix the source cluster backs up to (its spec.backup.s3.path, or <namespace>/<name> when that is unset)"))]
 pub struct RecoverySource {
@@ -263,7 +281,7 @@ pub struct RecoverySource {
 }
 
 /// Where recovery stops: exactly one of `time`, `lsn`, `name` or `immediate`.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("[has(self.time), has(self.lsn), has(self.name), has(self.immediate)].filter(x, x).size() == 1").message("bootstrap.recovery.target: set exactly one of time, lsn, name or immediate (omit target to recover to the end of the archive)"))]
 pub struct RecoveryTarget {
@@ -302,6 +320,55 @@ pub struct BackupSpec {
     /// How long backups and WAL are kept.
     #[serde(default)]
     pub retention: RetentionSpec,
+    /// `true` pauses the schedule (WAL archiving goes on; on-demand PgBackups still run).
+    #[serde(default)]
+    pub suspend: bool,
+    /// Restore drills: the newest backup restored into a throwaway pod and checked. Unset: no
+    /// drills.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
+}
+
+/// When restore drills run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifySpec {
+    /// A five-field cron expression in UTC or a macro such as `@weekly` (example: `0 4 * * 0`).
+    /// The first drill runs as soon as the first backup has completed.
+    #[schemars(regex(
+        pattern = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|\S+(\s+\S+){4})$"
+    ))]
+    pub schedule: String,
+}
+
+/// The last restore drill.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifiedRestore {
+    /// `Passed` or `Failed`.
+    pub result: DrillResult,
+    /// The id of the backup restored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// The WAL position replay reached (the end of the archive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovered_to: Option<String>,
+    /// When the drill started.
+    pub started: Time,
+    /// How long restore, replay and checks took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
+    /// What was checked, or why it failed.
+    pub message: String,
+}
+
+/// The outcome of a restore drill.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DrillResult {
+    /// The backup restored, the archive replayed, and the checks passed.
+    Passed,
+    /// See the message.
+    Failed,
 }
 
 fn default_schedule() -> String {
@@ -310,7 +377,7 @@ fn default_schedule() -> String {
 
 /// Retention of base backups and WAL. A backup is kept while either rule keeps it; the WAL
 /// that kept backups need is kept with them.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RetentionSpec {
     /// Keep at least this many of the newest completed base backups (example: `7`).
@@ -434,6 +501,18 @@ pub struct PgClusterStatus {
     /// The earliest point in time the cluster can be restored to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_recoverability_point: Option<Time>,
+    /// The last restore drill (`spec.backup.verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified_restore: Option<VerifiedRestore>,
+    /// The newest WAL file the primary archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_wal: Option<String>,
+    /// When it was archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_at: Option<Time>,
+    /// WAL files on the primary's volume waiting for the archive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_pending_archive: Option<i64>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

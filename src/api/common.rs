@@ -70,7 +70,7 @@ pub enum ReclaimPolicy {
 }
 
 /// An S3-compatible object store location.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct S3Spec {
     /// Bucket name (example: `pg-backups`).

@@ -3,12 +3,14 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{StorageSpec, resources_schema};
+use super::backup::BackupResult;
+use super::cluster::{RecoverySpec, RetentionSpec};
+use super::common::{S3Spec, StorageSpec, resources_schema};
 
 /// One Postgres server of a PgCluster. Written by the operator, never by users.
 // clippy reads the repeated `type_ = …` of printcolumn(...) as duplicated attributes.
@@ -77,6 +79,28 @@ pub struct PgInstanceSpec {
     /// cannot. Unset: the agent runs without one (only outside Kubernetes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<PrimaryLease>,
+    /// The cluster's object store (`spec.backup.s3`, path filled in): the primary archives
+    /// WAL there, replicas fetch what streaming no longer has. Unset: no archiving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<S3Spec>,
+    /// Set on the first instance of a cluster bootstrapped from a backup: its init pod
+    /// restores from here (source path filled in) instead of running initdb.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<RecoverySpec>,
+    /// A base backup the agent is to take (set by the backup controller, one at a time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupRequest>,
+}
+
+/// A PgBackup assigned to an instance.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupRequest {
+    /// The PgBackup's name; the agent reports on it under `status.backup`.
+    pub name: String,
+    /// Applied to the archive after the backup completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionSpec>,
 }
 
 /// Where the primary Lease is and how it is kept (from the cluster's `spec.failover`).
@@ -152,12 +176,61 @@ pub struct PgInstanceStatus {
     /// The `metadata.generation` whose configuration the agent has applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_generation: Option<i64>,
+    /// WAL archiving (`pg_stat_archiver`), when the instance archives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archiver: Option<ArchiverStatus>,
+    /// The last backup the agent was asked to take, and how it went.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<InstanceBackup>,
     /// Standard conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// `pg_stat_archiver` and the WAL still waiting for the archive.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiverStatus {
+    /// The newest WAL file archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_wal: Option<String>,
+    /// When it was archived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_archived_at: Option<String>,
+    /// The last WAL file whose archiving failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_wal: Option<String>,
+    /// When that failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failed_at: Option<String>,
+    /// Failed attempts since the server started.
+    #[serde(default)]
+    pub failed_count: i64,
+    /// WAL files waiting to be archived; Postgres keeps them on the volume until they are.
+    #[serde(default)]
+    pub pending: i64,
+    /// What the last failed attempt said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// A backup as the agent that takes it reports it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceBackup {
+    /// The PgBackup's name.
+    pub name: String,
+    #[serde(flatten)]
+    pub result: BackupResult,
+    /// The backups in the archive after retention ran (their ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<Vec<String>>,
+    /// The earliest time the archive can restore to, after retention.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recoverable_from: Option<Time>,
 }
 
 /// Lifecycle phase of an instance.

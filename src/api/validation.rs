@@ -29,9 +29,13 @@ pub enum SpecError {
     #[error("{0}")]
     Config(#[from] ConfigError),
     #[error(
-        "spec.backup.schedule '{schedule}' is not a cron expression ({reason}); use five fields such as '30 2 * * *' or a macro such as '@daily'"
+        "{field} '{schedule}' is not a cron expression ({reason}); use five fields such as '30 2 * * *' or a macro such as '@daily'"
     )]
-    Schedule { schedule: String, reason: String },
+    Schedule {
+        field: &'static str,
+        schedule: String,
+        reason: String,
+    },
     #[error(
         "spec.backup.retention.window '{0}' is not a number followed by h, d or w, such as '30d'"
     )]
@@ -42,6 +46,22 @@ pub enum SpecError {
     TargetTime { time: String, reason: String },
 }
 
+impl SpecError {
+    /// The same error about another field.
+    fn field(self, field: &'static str) -> Self {
+        match self {
+            Self::Schedule {
+                schedule, reason, ..
+            } => Self::Schedule {
+                field,
+                schedule,
+                reason,
+            },
+            other => other,
+        }
+    }
+}
+
 /// A cluster whose spec passed every check, with the values parsed once for the planner.
 #[derive(Debug, Clone)]
 pub struct ValidCluster<'a> {
@@ -50,6 +70,8 @@ pub struct ValidCluster<'a> {
     pub namespace: &'a str,
     /// Base backup schedule, when backups are configured.
     pub schedule: Option<Cron>,
+    /// Restore drill schedule, when drills are configured.
+    pub verify_schedule: Option<Cron>,
     /// How far back restores must stay possible, when a window is set.
     pub retention_window: Option<TimeDelta>,
     /// Recovery target time, when bootstrapping from a backup to a time.
@@ -89,6 +111,15 @@ pub fn validate(cluster: &PgCluster) -> Result<ValidCluster<'_>, Vec<SpecError>>
         .backup
         .as_ref()
         .and_then(|b| parse_schedule(&b.schedule).map_err(|e| errors.push(e)).ok());
+    let verify_schedule = spec
+        .backup
+        .as_ref()
+        .and_then(|b| b.verify.as_ref())
+        .and_then(|v| {
+            parse_schedule(&v.schedule)
+                .map_err(|e| errors.push(e.field("spec.backup.verify.schedule")))
+                .ok()
+        });
     let retention_window = spec
         .backup
         .as_ref()
@@ -122,6 +153,7 @@ pub fn validate(cluster: &PgCluster) -> Result<ValidCluster<'_>, Vec<SpecError>>
                 name,
                 namespace,
                 schedule,
+                verify_schedule,
                 retention_window,
                 target_time,
                 parameters,
@@ -151,6 +183,7 @@ pub fn parse_schedule(schedule: &str) -> Result<Cron, SpecError> {
         .build()
         .parse(schedule)
         .map_err(|e| SpecError::Schedule {
+            field: "spec.backup.schedule",
             schedule: schedule.to_string(),
             reason: e.to_string(),
         })

@@ -11,8 +11,9 @@ use crate::agent::kube::{ApiOrders, StatusWriter};
 use crate::agent::lease::LeaseKeeper;
 use crate::agent::run::{self, OrdersFile, OrdersSource};
 use crate::agent::settings::ArchiveCommands;
-use crate::agent::{Agent, Credentials, Endpoint, RunAs, Settings, Timeouts, http, pgbin};
+use crate::agent::{Agent, Credentials, Endpoint, RunAs, Settings, Timeouts, http, pgbin, stores};
 use crate::plan::agent::Orders;
+use crate::plan::instance;
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
@@ -63,8 +64,15 @@ pub struct AgentArgs {
     #[arg(long)]
     log_file: Option<PathBuf>,
     /// Archive WAL to the object store described in this file (see `pgha wal-push --help`).
+    /// Without it, the object store in the orders (`archive`) is used.
     #[arg(long)]
     archive_store: Option<PathBuf>,
+    /// The mounted Secret with the keys of the orders' object store.
+    #[arg(long, default_value = instance::ARCHIVE_CREDENTIALS_DIR)]
+    archive_credentials_dir: PathBuf,
+    /// The mounted Secret with the keys of a recovery source's object store.
+    #[arg(long, default_value = instance::SOURCE_CREDENTIALS_DIR)]
+    source_credentials_dir: PathBuf,
 }
 
 pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
@@ -73,7 +81,7 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
         .pg_bin
         .or_else(pgbin::find_bin_dir)
         .ok_or("no PostgreSQL found under /usr/lib/postgresql; pass --pg-bin")?;
-    let settings = Settings {
+    let mut settings = Settings {
         name: args.name,
         data_dir: args.data_dir,
         run_dir: args.run_dir,
@@ -88,6 +96,7 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
             .as_deref()
             .map(archive_commands)
             .transpose()?,
+        source_credentials_dir: args.source_credentials_dir,
     };
     let credentials = Credentials::from_dir(&args.secrets_dir)?;
     let endpoint = Endpoint {
@@ -117,6 +126,10 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
         } else {
             orders.read()?
         };
+        if let (None, Some(s3)) = (&settings.archive, &first.archive) {
+            let store = stores::prepare(&settings, "archive", s3, &args.archive_credentials_dir)?;
+            settings.archive = Some(archive_commands(&store)?);
+        }
         let agent = Arc::new(Agent::new(
             settings,
             credentials,
@@ -124,7 +137,7 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
             first.config.clone(),
         ));
         if args.init_only {
-            let done = agent.bootstrap().await?;
+            let done = agent.bootstrap(first.recovery.as_ref()).await?;
             tracing::info!(?done, "data directory ready");
             return Ok(());
         }

@@ -12,6 +12,7 @@ use crate::archive::backup::{self, BackupOptions};
 use crate::archive::restore::{self, RestoreOptions};
 use crate::archive::wal::{self, Fetched};
 use crate::archive::{Store, StoreConfig, catalog, retention};
+use crate::plan::config::push_error_file;
 use crate::plan::recovery::Target;
 use crate::plan::retention::{Policy, parse_window};
 use crate::plan::wal::{DEFAULT_SEGMENT_SIZE, parse_lsn};
@@ -85,6 +86,18 @@ pub struct BackupArgs {
     /// Seconds to wait for the backup's last WAL segment to be archived.
     #[arg(long, default_value_t = 300)]
     archive_wait: u64,
+    /// Print the result as one line of JSON (id, timeline, LSNs, sizes), for the agent.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CatalogArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// Print the backup ids and the recoverability window as one line of JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -137,15 +150,46 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 /// `archive_command`: exit 0 only once the file is safely in the archive; anything else makes
 /// Postgres keep the file and retry.
+/// The last failure is also left in `<store file>.error` (removed by the next success), where
+/// the agent reads the cause for the cluster's `ContinuousArchiving` condition.
 pub fn wal_push(args: WalPushArgs) -> Result<ExitCode, Failure> {
-    let store = args.store.open()?;
-    runtime()?.block_on(wal::push_ahead(
-        &store,
-        &args.path,
-        args.ahead,
-        args.wal_segment_size,
-    ))?;
-    Ok(ExitCode::SUCCESS)
+    let pushed = args.store.open().and_then(|store| {
+        runtime()?.block_on(async {
+            claim_once(&store, &args.store.store, &args.path).await?;
+            Ok(wal::push_ahead(&store, &args.path, args.ahead, args.wal_segment_size).await?)
+        })
+    });
+    let error_file = push_error_file(&args.store.store);
+    match &pushed {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&error_file);
+        }
+        Err(e) => {
+            let _ = std::fs::write(&error_file, e.to_string());
+        }
+    }
+    pushed.map(|_| ExitCode::SUCCESS)
+}
+
+/// Claims the archive for this database (`wal::claim`) on the first push, remembered in
+/// `<store file>.owner` so later pushes cost no extra request. `%p` is `pg_wal/<file>`,
+/// relative to the data directory.
+async fn claim_once(store: &Store, store_file: &Path, wal: &Path) -> Result<(), Failure> {
+    let data_dir = wal
+        .parent()
+        .and_then(Path::parent)
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let system_identifier = wal::system_identifier(data_dir)?;
+    let mut remembered = store_file.as_os_str().to_owned();
+    remembered.push(".owner");
+    if std::fs::read_to_string(&remembered).ok().as_deref() == Some(&system_identifier) {
+        return Ok(());
+    }
+    wal::claim(store, &system_identifier).await?;
+    // Best effort: without it the next push checks again.
+    let _ = std::fs::write(&remembered, &system_identifier);
+    Ok(())
 }
 
 /// Exit status Postgres reads as "abort recovery" (above 125) rather than "not found".
@@ -193,6 +237,18 @@ pub fn backup(args: BackupArgs) -> Result<ExitCode, Failure> {
         };
         Ok::<_, Failure>(backup::take(&store, &client, &args.pgdata, &options).await?)
     })?;
+    if args.json {
+        let summary = serde_json::json!({
+            "backupId": manifest.id,
+            "timeline": manifest.timeline,
+            "beginLsn": manifest.begin_lsn,
+            "endLsn": manifest.end_lsn,
+            "sizeBytes": manifest.size_bytes,
+            "storedBytes": manifest.stored_bytes,
+        });
+        println!("{summary}");
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "backup {} of timeline {}: {} to {}, {} files, {} bytes read, {} stored",
         manifest.id,
@@ -247,9 +303,19 @@ pub fn restore(args: RestoreArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn catalog(store: StoreArg) -> Result<ExitCode, Failure> {
-    let store = store.open()?;
+pub fn catalog(args: CatalogArgs) -> Result<ExitCode, Failure> {
+    let store = args.store.open()?;
     let catalog = runtime()?.block_on(catalog::read(&store))?;
+    if args.json {
+        let window = catalog.window();
+        let summary = serde_json::json!({
+            "backups": catalog.backups.iter().map(|b| &b.id).collect::<Vec<_>>(),
+            "recoverableFrom": window.as_ref().map(|w| w.first_time.to_rfc3339()),
+            "recoverableTo": window.as_ref().map(|w| w.last_time.to_rfc3339()),
+        });
+        println!("{summary}");
+        return Ok(ExitCode::SUCCESS);
+    }
     print!("{}", catalog.render());
     Ok(ExitCode::SUCCESS)
 }

@@ -11,6 +11,7 @@ mod crd;
 mod operator;
 mod switchover;
 mod validate;
+mod verify;
 
 /// pgha: a PostgreSQL high-availability operator for Kubernetes.
 #[derive(Parser, Debug)]
@@ -50,9 +51,12 @@ enum Command {
     /// Restore a base backup and set up recovery to a target into an empty data directory.
     Restore(archive::RestoreArgs),
     /// List the backups, WAL timelines and recoverability window of an archive.
-    Catalog(archive::StoreArg),
+    Catalog(archive::CatalogArgs),
     /// Delete backups and WAL that the retention rules no longer keep.
     Retention(archive::RetentionArgs),
+    /// A restore drill: restore the newest backup, replay the archive, check the result and
+    /// serve it at GET /result (the process of a `spec.backup.verify` pod).
+    Verify(verify::VerifyArgs),
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
@@ -80,5 +84,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Restore(args) => archive::restore(args),
         Command::Catalog(store) => archive::catalog(store),
         Command::Retention(args) => archive::retention(args),
+        Command::Verify(args) => done(verify::run(args)),
     }
 }

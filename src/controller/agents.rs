@@ -8,6 +8,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
 use crate::plan::agent::Endpoint;
@@ -45,14 +46,30 @@ struct Upstream {
 
 /// An agent's report, or None when it does not answer within a second.
 pub async fn detail(agent: &Endpoint) -> Option<Detail> {
+    let report: Report = get_json(&agent.host, "/status").await?;
+    // A replica's WAL may be on a newer timeline than the one it replays.
+    let received_timeline = report.upstream.and_then(|u| u.received_timeline);
+    Some(Detail {
+        current_lsn: report.current_lsn,
+        replayed_lsn: report.replayed_lsn,
+        received_lsn: report.received_lsn,
+        in_recovery: report.in_recovery,
+        timeline: received_timeline.or(report.timeline),
+        system_identifier: report.system_identifier,
+        streamed_from: report.streamed_from,
+    })
+}
+
+/// `GET path` on a pod's status port, as JSON; None when it does not answer within a second.
+pub async fn get_json<T: DeserializeOwned>(host: &str, path: &str) -> Option<T> {
     let read = async {
-        let address = format!("{}:{STATUS_PORT}", agent.host);
+        let address = format!("{host}:{STATUS_PORT}");
         let stream = TcpStream::connect(&address).await.ok()?;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .ok()?;
         tokio::spawn(connection);
-        let request = hyper::Request::get("/status")
+        let request = hyper::Request::get(path)
             .header("host", address)
             .body(Empty::<Bytes>::new())
             .ok()?;
@@ -61,18 +78,7 @@ pub async fn detail(agent: &Endpoint) -> Option<Detail> {
             return None;
         }
         let body = response.into_body().collect().await.ok()?.to_bytes();
-        let report: Report = serde_json::from_slice(&body).ok()?;
-        // A replica's WAL may be on a newer timeline than the one it replays.
-        let received_timeline = report.upstream.and_then(|u| u.received_timeline);
-        Some(Detail {
-            current_lsn: report.current_lsn,
-            replayed_lsn: report.replayed_lsn,
-            received_lsn: report.received_lsn,
-            in_recovery: report.in_recovery,
-            timeline: received_timeline.or(report.timeline),
-            system_identifier: report.system_identifier,
-            streamed_from: report.streamed_from,
-        })
+        serde_json::from_slice(&body).ok()
     };
     tokio::time::timeout(Duration::from_secs(1), read)
         .await

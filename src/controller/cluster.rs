@@ -12,15 +12,16 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 
 use super::apply::{apply, prune};
 use super::{Context, Error};
-use super::{agents, failover, lease_watch};
+use super::{agents, backups, drills, failover, lease_watch};
 use crate::api::instance::InstanceRole;
 use crate::api::validation::validate;
-use crate::api::{PgCluster, PgInstance};
+use crate::api::{PgBackup, PgCluster, PgClusterStatus, PgInstance};
 use crate::k8s::apply_status;
 use crate::plan::children::{FreshPasswords, Primary, Rolling, children, default_image};
 use crate::plan::rollout::{Member, next_image, next_restart};
@@ -40,6 +41,14 @@ pub async fn run(ctx: Arc<Context>) {
     .owns(Api::<Service>::all(client.clone()), ours.clone())
     .owns(Api::<Secret>::all(client.clone()), ours.clone())
     .owns(Api::<ConfigMap>::all(client.clone()), ours)
+    .watches(
+        Api::<PgBackup>::all(client.clone()),
+        watcher::Config::default(),
+        |backup| {
+            let namespace = backup.namespace()?;
+            Some(ObjectRef::new(&backup.spec.cluster).within(&namespace))
+        },
+    )
     // A primary Lease that runs out changes nothing the watches see: wake its cluster then.
     .reconcile_on(lease_watch::expiries(client))
     .shutdown_on_signal()
@@ -206,7 +215,17 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
         let note = format!("restarting {next} for settings that need a restart");
         ctx.event(&reference, false, "RollingRestart", note).await;
     }
-    let wanted = children(&valid, &existing, &fresh, &primary, &rolling)?;
+    let mut wanted = children(&valid, &existing, &fresh, &primary, &rolling)?;
+    // The backup under way is part of its instance's orders.
+    let backup = backups::step(&ctx, &cluster, &valid, &observed, &primary_name).await?;
+    if let Some((instance, request)) = &backup.assigned
+        && let Some(wanted) = wanted
+            .instances
+            .iter_mut()
+            .find(|i| i.name_any() == *instance)
+    {
+        wanted.spec.backup = Some(request.clone());
+    }
 
     for identity in &wanted.identities {
         apply(client, FIELD_MANAGER, &identity.service_account).await?;
@@ -267,6 +286,7 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
         .into_iter()
         .flatten()
         .collect();
+    let drill = drills::step(&ctx, &cluster, &valid, backup.last_backup.is_some()).await?;
     let mut next = status::observed(
         &previous,
         generation,
@@ -277,6 +297,29 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
         &now(),
     );
     decision.record(&mut next);
+    next.last_backup = backup.last_backup.clone();
+    if let Some(at) = &backup.recoverable_from {
+        next.first_recoverability_point = Some(at.clone());
+    }
+    if let Some(finished) = drill.finished {
+        next.last_verified_restore = Some(finished);
+    }
+    if cluster
+        .spec
+        .backup
+        .as_ref()
+        .is_some_and(|b| b.verify.is_some())
+    {
+        status::drills(&mut next, &previous, generation, &now());
+    }
+    if cluster.spec.backup.is_some() {
+        let archiver = current
+            .iter()
+            .find(|i| i.name_any() == primary_name)
+            .and_then(|i| i.status.as_ref())
+            .and_then(|s| s.archiver.clone());
+        status::archiving(&mut next, &previous, archiver.as_ref(), generation, &now());
+    }
     if let Some((reason, message)) = &decision.blocked {
         status::not_ready(
             &mut next,
@@ -288,6 +331,21 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
         );
     }
     if next != previous {
+        let archiving = |s: &PgClusterStatus| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "ContinuousArchiving")
+                .map(|c| (c.status.clone(), c.message.clone()))
+        };
+        if let Some((state, message)) = archiving(&next)
+            && archiving(&previous).map(|(s, _)| s) != Some(state.clone())
+        {
+            let (warning, reason) = match state.as_str() {
+                "True" => (false, "ArchivingResumed"),
+                _ => (true, "ArchivingFailing"),
+            };
+            ctx.event(&reference, warning, reason, message).await;
+        }
         if next.phase != previous.phase {
             let note = format!("phase {:?}: {}", next.phase, next.conditions[0].message);
             ctx.event(&reference, false, "PhaseChanged", note).await;
@@ -296,7 +354,9 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
     }
     let settled = next.ready_instances == cluster.spec.instances;
     let every = Duration::from_secs(if settled { 60 } else { 5 });
-    Ok(Action::requeue(
-        decision.requeue.map_or(every, |soon| soon.min(every)),
-    ))
+    let soonest = [decision.requeue, backup.requeue, drill.requeue]
+        .into_iter()
+        .flatten()
+        .fold(every, Duration::min);
+    Ok(Action::requeue(soonest))
 }

@@ -50,12 +50,7 @@ fn error_policy(instance: Arc<PgInstance>, error: &Error, ctx: Arc<Context>) -> 
 /// A pod as `plan::instance` sees it.
 fn state(pod: &Pod) -> PodState {
     let status = pod.status.clone().unwrap_or_default();
-    let phase = match status.phase.as_deref() {
-        Some("Running") => PodPhase::Running,
-        Some("Succeeded") => PodPhase::Succeeded,
-        Some("Failed") => PodPhase::Failed,
-        _ => PodPhase::Pending,
-    };
+    let phase = PodPhase::of(status.phase.as_deref());
     let terminated = status
         .container_statuses
         .iter()

@@ -4,8 +4,10 @@
 
 mod agents;
 pub(crate) mod apply;
+mod backups;
 pub mod cluster;
 mod context;
+mod drills;
 mod error;
 mod failover;
 pub mod http;

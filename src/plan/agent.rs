@@ -2,7 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::api::instance::{Endpoint, OrderedRole, PostgresConfig, PrimaryLease};
+pub use crate::api::cluster::RecoverySpec;
+pub use crate::api::common::S3Spec;
+pub use crate::api::instance::{
+    BackupRequest, Endpoint, OrderedRole, PostgresConfig, PrimaryLease,
+};
 
 /// What the agent is told to be: the spec of its PgInstance (written by the cluster
 /// controller), or a file.
@@ -23,6 +27,15 @@ pub struct Orders {
     /// The primary Lease to hold while primary; none when orders come from a file.
     #[serde(default)]
     pub lease: Option<PrimaryLease>,
+    /// Where WAL is archived; read when the agent starts.
+    #[serde(default)]
+    pub archive: Option<S3Spec>,
+    /// Restore the first data directory from here instead of running initdb.
+    #[serde(default)]
+    pub recovery: Option<RecoverySpec>,
+    /// A base backup to take.
+    #[serde(default)]
+    pub backup: Option<BackupRequest>,
     /// The version of these orders (the PgInstance's `metadata.generation`), when known.
     #[serde(skip)]
     pub generation: Option<i64>,
@@ -38,6 +51,9 @@ impl Orders {
             config: spec.config.clone(),
             restart: spec.restart,
             lease: spec.lease.clone(),
+            archive: spec.archive.clone(),
+            recovery: spec.recovery.clone(),
+            backup: spec.backup.clone(),
             generation: None,
         }
     }
@@ -130,6 +146,9 @@ mod tests {
             config: PostgresConfig::default(),
             restart: 0,
             lease: None,
+            archive: None,
+            recovery: None,
+            backup: None,
             generation: None,
         }
     }

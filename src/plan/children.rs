@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use thiserror::Error;
 
+use crate::api::common::S3Spec;
 use crate::api::validation::ValidCluster;
 use crate::api::{PgInstance, PgInstanceSpec};
 use crate::plan::agent::{Endpoint, OrderedRole, PostgresConfig};
@@ -171,11 +172,33 @@ fn instances(
                     config,
                     restart: kept.restart,
                     lease: Some(lease::primary_lease(valid.name, spec)),
+                    archive: spec
+                        .backup
+                        .as_ref()
+                        .map(|backup| archive_location(valid, &backup.s3)),
+                    // The first instance is the first primary; the others clone it.
+                    recovery: (ordinal == 1)
+                        .then(|| spec.bootstrap.recovery.clone())
+                        .flatten(),
+                    backup: None,
                 },
                 status: None,
             }
         })
         .collect()
+}
+
+/// The cluster's object store with its path filled in: `<namespace>/<cluster>` by default,
+/// so two clusters never share an archive unless told to.
+pub fn archive_location(valid: &ValidCluster<'_>, s3: &S3Spec) -> S3Spec {
+    S3Spec {
+        path: Some(
+            s3.path
+                .clone()
+                .unwrap_or_else(|| format!("{}/{}", valid.namespace, valid.name)),
+        ),
+        ..s3.clone()
+    }
 }
 
 fn service(valid: &ValidCluster<'_>, owner: &OwnerReference, kind: ServiceKind) -> Service {
@@ -214,16 +237,21 @@ fn secrets(
             let (user, fresh_password, database) = match kind {
                 SecretKind::Superuser => (names::SUPERUSER, &fresh.superuser, None),
                 SecretKind::Replication => (names::REPLICATION_USER, &fresh.replication, None),
-                // A restored cluster's application role comes with its data; there is nothing
-                // to create for it.
-                SecretKind::App => {
-                    let initdb = bootstrap.initdb.as_ref()?;
-                    (
+                // A restored cluster's application role comes with its data: it gets a Secret
+                // (and a new password) only when the spec names it.
+                SecretKind::App => match (&bootstrap.initdb, &bootstrap.recovery) {
+                    (Some(initdb), _) => (
                         initdb.owner.as_str(),
                         &fresh.app,
                         Some(initdb.database.as_str()),
-                    )
-                }
+                    ),
+                    (None, Some(recovery)) => (
+                        recovery.owner.as_deref()?,
+                        &fresh.app,
+                        Some(recovery.database.as_deref()?),
+                    ),
+                    (None, None) => return None,
+                },
             };
             let password = existing
                 .get(&name)
@@ -626,7 +654,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restored_cluster_gets_no_app_secret() {
+    fn a_restored_cluster_gets_an_app_secret_only_when_it_names_the_role() {
         let c = cluster(
             "copy",
             serde_json::json!({"bootstrap": {"recovery": {"source": {"s3": {
@@ -639,6 +667,23 @@ mod tests {
             .map(|s| s.metadata.name.clone().unwrap())
             .collect();
         assert_eq!(names, ["copy-superuser", "copy-replication"]);
+        let named = cluster(
+            "copy",
+            serde_json::json!({"bootstrap": {"recovery": {"database": "orders", "owner": "shop",
+            "source": {"s3": {"bucket": "b-1", "path": "shop/orders", "credentialsSecret": "c",
+            "region": "us-east-1"}}}}}),
+        );
+        let out = plan(&named, &BTreeMap::new());
+        assert_eq!(secret_value(&out, "copy-app", "username"), "shop");
+        assert_eq!(secret_value(&out, "copy-app", "dbname"), "orders");
+        // Only the first instance restores; the others clone it.
+        let recovering: Vec<_> = out
+            .instances
+            .iter()
+            .filter(|i| i.spec.recovery.is_some())
+            .map(|i| i.spec.ordinal)
+            .collect();
+        assert_eq!(recovering, [1]);
     }
 
     #[test]

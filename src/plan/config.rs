@@ -2,7 +2,7 @@
 //! operator's own settings kept out of the user's reach.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
@@ -186,6 +186,9 @@ pub struct InstanceSettings {
 pub struct ArchiveCommands {
     pub push: String,
     pub fetch: String,
+    /// The `pgha` binary and the store file the commands use (backups use them too).
+    pub pgha: PathBuf,
+    pub store: PathBuf,
 }
 
 impl ArchiveCommands {
@@ -196,8 +199,17 @@ impl ArchiveCommands {
         Self {
             push: command("wal-push"),
             fetch: command("wal-fetch"),
+            pgha: pgha.to_path_buf(),
+            store: store.to_path_buf(),
         }
     }
+}
+
+/// Where `pgha wal-push` with the store file `store` leaves its last failure.
+pub fn push_error_file(store: &Path) -> PathBuf {
+    let mut name = store.as_os_str().to_owned();
+    name.push(".error");
+    PathBuf::from(name)
 }
 
 /// The replication slot the primary keeps for an instance (slot names allow `[a-z0-9_]`).

@@ -28,6 +28,10 @@ pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
 /// The agent's read-only status port.
 pub const STATUS_PORT: i32 = 8000;
 const SECRETS_DIR: &str = "/etc/pgha/secrets";
+/// Where the `spec.backup.s3` credentials Secret is mounted.
+pub const ARCHIVE_CREDENTIALS_DIR: &str = "/etc/pgha/archive";
+/// Where a recovery source's credentials Secret is mounted (init pod only).
+pub const SOURCE_CREDENTIALS_DIR: &str = "/etc/pgha/source";
 
 /// The two pods of an instance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,7 +88,8 @@ pub fn pvc(instance: &PgInstance, owner: &OwnerReference) -> PersistentVolumeCla
     }
 }
 
-fn field_env(name: &str, path: &str) -> EnvVar {
+/// An environment variable from the pod's own fields (downward API).
+pub fn field_env(name: &str, path: &str) -> EnvVar {
     EnvVar {
         name: name.into(),
         value_from: Some(EnvVarSource {
@@ -207,6 +212,35 @@ pub fn pod(instance: &PgInstance, owner: &OwnerReference, kind: PodKind) -> Pod 
         volumes.push(volume);
         mounts.push(mount);
     }
+    let mut object_stores = Vec::new();
+    if let Some(archive) = &instance.spec.archive {
+        object_stores.push(("archive", archive, ARCHIVE_CREDENTIALS_DIR));
+    }
+    if let Some(recovery) = instance
+        .spec
+        .recovery
+        .as_ref()
+        .filter(|_| kind == PodKind::Init)
+    {
+        object_stores.push(("source", &recovery.source.s3, SOURCE_CREDENTIALS_DIR));
+    }
+    for (name, s3, dir) in object_stores {
+        volumes.push(Volume {
+            name: name.into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(s3.credentials_secret.clone()),
+                default_mode: Some(0o400),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: name.into(),
+            mount_path: dir.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
     let server = kind == PodKind::Server;
     let container = Container {
         name: "postgres".into(),
@@ -309,6 +343,18 @@ pub enum PodPhase {
     Running,
     Succeeded,
     Failed,
+}
+
+impl PodPhase {
+    /// From a pod's `status.phase`; anything unknown counts as pending.
+    pub fn of(phase: Option<&str>) -> Self {
+        match phase {
+            Some("Running") => Self::Running,
+            Some("Succeeded") => Self::Succeeded,
+            Some("Failed") => Self::Failed,
+            _ => Self::Pending,
+        }
+    }
 }
 
 /// What the instance controller knows.
@@ -469,6 +515,9 @@ fn init_message(instance: &PgInstance) -> String {
     match (&instance.spec.role, &instance.spec.primary) {
         (OrderedRole::Replica, Some(primary)) => {
             format!("init pod {pod} clones the primary at {primary}")
+        }
+        _ if instance.spec.recovery.is_some() => {
+            format!("init pod {pod} restores the backup and replays the archive")
         }
         _ => format!("init pod {pod} runs initdb"),
     }

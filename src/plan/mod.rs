@@ -2,8 +2,10 @@
 //! Nothing here reads the network, the disk, the environment or the clock.
 
 pub mod agent;
+pub mod backups;
 pub mod children;
 pub mod config;
+pub mod drills;
 pub mod failover;
 pub mod instance;
 pub mod lease;

@@ -7,8 +7,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use std::collections::BTreeMap;
 
 use crate::api::PgInstance;
-use crate::api::cluster::{ClusterPhase, InstanceSummary, PgClusterStatus};
-use crate::api::instance::{InstancePhase, InstanceRole};
+use crate::api::cluster::{ClusterPhase, DrillResult, InstanceSummary, PgClusterStatus};
+use crate::api::instance::{ArchiverStatus, InstancePhase, InstanceRole};
+use crate::plan::backups;
 use crate::plan::wal::parse_lsn;
 
 /// A condition with `lastTransitionTime` kept from `previous` when the status is unchanged.
@@ -185,6 +186,82 @@ pub fn observed(
         observed_generation: generation,
         ..previous.clone()
     }
+}
+
+/// The archiving fields and the `ContinuousArchiving` condition, from the primary's archiver
+/// (`None` until its agent reports one).
+pub fn archiving(
+    status: &mut PgClusterStatus,
+    previous: &PgClusterStatus,
+    archiver: Option<&ArchiverStatus>,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let (ok, reason, message) = match archiver {
+        Some(archiver) => backups::archiving(archiver),
+        None => (
+            false,
+            "NotReported",
+            "the primary has not reported its archiver yet".to_string(),
+        ),
+    };
+    status.last_archived_wal = archiver.and_then(|a| a.last_archived_wal.clone());
+    status.last_archived_at = archiver
+        .and_then(|a| a.last_archived_at.as_deref())
+        .and_then(postgres_time);
+    status.wal_pending_archive = archiver.map(|a| a.pending);
+    let archiving = condition(
+        &previous.conditions,
+        "ContinuousArchiving",
+        ok,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    status
+        .conditions
+        .retain(|c| c.type_ != "ContinuousArchiving");
+    status.conditions.push(archiving);
+}
+
+/// The `RestoreVerified` condition from the last restore drill.
+pub fn drills(
+    status: &mut PgClusterStatus,
+    previous: &PgClusterStatus,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let (ok, reason, message) = match &status.last_verified_restore {
+        None => (
+            false,
+            "NotYetVerified",
+            "no restore drill has run yet".to_string(),
+        ),
+        Some(drill) => match drill.result {
+            DrillResult::Passed => (true, "DrillPassed", drill.message.clone()),
+            DrillResult::Failed => (false, "DrillFailed", drill.message.clone()),
+        },
+    };
+    let verified = condition(
+        &previous.conditions,
+        "RestoreVerified",
+        ok,
+        reason,
+        message,
+        generation,
+        now,
+    );
+    status.conditions.retain(|c| c.type_ != "RestoreVerified");
+    status.conditions.push(verified);
+}
+
+/// A timestamp as Postgres prints it (`2026-11-30 10:00:05.123+00`).
+fn postgres_time(text: &str) -> Option<Time> {
+    chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z")
+        .ok()
+        .and_then(|t| t.to_rfc3339().parse().ok())
+        .map(Time)
 }
 
 /// Sets `Ready=False` with `reason` and `message` (a failover that cannot go ahead), keeping
@@ -366,5 +443,40 @@ mod tests {
         assert_eq!(ready.last_transition_time, at(1));
         assert_eq!(refused.current_primary.as_deref(), Some("orders-1"));
         assert_eq!(refused.conditions.len(), 3);
+    }
+
+    #[test]
+    fn archiving_fields_and_condition_come_from_the_primary_archiver() {
+        let mut status = PgClusterStatus::default();
+        archiving(
+            &mut status,
+            &PgClusterStatus::default(),
+            None,
+            Some(1),
+            &at(1),
+        );
+        assert_eq!(get(&status, "ContinuousArchiving").reason, "NotReported");
+        let archiver = ArchiverStatus {
+            last_archived_wal: Some("000000010000000000000007".into()),
+            last_archived_at: Some("2026-11-30 10:00:05.25+00".into()),
+            pending: 3,
+            ..ArchiverStatus::default()
+        };
+        let previous = status.clone();
+        archiving(&mut status, &previous, Some(&archiver), Some(1), &at(9));
+        let condition = get(&status, "ContinuousArchiving");
+        assert_eq!(
+            (
+                condition.status.as_str(),
+                condition.last_transition_time.clone()
+            ),
+            ("True", at(9))
+        );
+        assert_eq!(status.conditions.len(), 1);
+        assert_eq!(status.wal_pending_archive, Some(3));
+        assert_eq!(
+            status.last_archived_at.map(|t| t.0.to_string()),
+            Some("2026-11-30T10:00:05.25Z".to_string())
+        );
     }
 }

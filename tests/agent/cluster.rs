@@ -93,6 +93,7 @@ impl Workspace {
                 start: Duration::from_secs(60),
                 ..Timeouts::default()
             },
+            source_credentials_dir: "/nonexistent".into(),
             archive: None,
         }
     }
@@ -107,7 +108,7 @@ impl Workspace {
         let name = settings.name.clone();
         let agent = Agent::new(settings, credentials(), desired, self.config());
         agent
-            .bootstrap()
+            .bootstrap(None)
             .await
             .unwrap_or_else(|e| panic!("bootstrap {name}: {e}\n{}", self.log(&name)));
         agent

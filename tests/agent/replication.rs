@@ -178,7 +178,7 @@ async fn bootstrapping_an_initialised_directory_changes_nothing() {
         .unwrap();
     a.stop().await.unwrap();
     assert_eq!(
-        a.bootstrap().await.unwrap(),
+        a.bootstrap(None).await.unwrap(),
         pgha::agent::Bootstrapped::AlreadyInitialized
     );
     a.start().await.unwrap();

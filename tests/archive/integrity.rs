@@ -32,24 +32,40 @@ async fn conflicting_pushes_and_corrupt_objects_are_refused() {
     let second = archive_now(&client).await;
     let pgha = env!("CARGO_BIN_EXE_pgha");
 
-    // Another cluster pushing different content under an archived name is refused.
+    // Different content under an archived name is refused, from a copy of the same database
+    // system (a second primary) and, before any object is read, from another one.
     let object = s3.object_file(&format!("wal/{first}.zst"));
     let original = std::fs::read(&object).unwrap();
     let other = tempfile::tempdir().unwrap();
     std::fs::create_dir(other.path().join("pg_wal")).unwrap();
+    std::fs::create_dir(other.path().join("global")).unwrap();
+    let control = other.path().join("global/pg_control");
+    std::fs::copy(settings.data_dir.join("global/pg_control"), &control).unwrap();
     let impostor = other.path().join("pg_wal").join(&first);
     std::fs::write(&impostor, vec![7u8; 16 * 1024 * 1024]).unwrap();
-    let push = Command::new(pgha)
-        .arg("wal-push")
-        .arg("--store")
-        .arg(s3.store_file())
-        .arg(&impostor)
-        .output()
-        .unwrap();
-    assert!(!push.status.success());
-    let stderr = String::from_utf8_lossy(&push.stderr);
+    let push = || {
+        Command::new(pgha)
+            .arg("wal-push")
+            .arg("--store")
+            .arg(s3.store_file())
+            .arg(&impostor)
+            .output()
+            .unwrap()
+    };
+    let twin = push();
+    assert!(!twin.status.success());
+    let stderr = String::from_utf8_lossy(&twin.stderr);
     assert!(
         stderr.contains("already holds different content"),
+        "{stderr}"
+    );
+    std::fs::write(&control, 42u64.to_le_bytes()).unwrap();
+    let stranger = push();
+    assert!(!stranger.status.success());
+    let stderr = String::from_utf8_lossy(&stranger.stderr);
+    assert!(
+        stderr.contains("holds the WAL of database system")
+            && stderr.contains("this database is 42"),
         "{stderr}"
     );
     assert_eq!(

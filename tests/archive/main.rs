@@ -38,6 +38,7 @@ pub fn commands(s3: &S3) -> ArchiveCommands {
 /// Settings of an instance that archives its WAL to `s3`.
 pub fn archiving(ws: &Workspace, s3: &S3, name: &str) -> Settings {
     Settings {
+        source_credentials_dir: "/nonexistent".into(),
         archive: Some(commands(s3)),
         ..ws.settings(name)
     }

@@ -277,6 +277,20 @@ pub fn all() -> Vec<Rejection> {
             None,
         ),
         on_create(
+            with(
+                json!({"spec": {"bootstrap": {"recovery": {"source": {"s3": s3()}, "database": "orders"}}}}),
+            ),
+            "bootstrap.recovery: set both database and owner",
+            None,
+        ),
+        on_create(
+            with(
+                json!({"spec": {"bootstrap": {"recovery": {"source": {"s3": s3()}, "database": "orders", "owner": "postgres"}}}}),
+            ),
+            "bootstrap.recovery.owner must not be postgres",
+            None,
+        ),
+        on_create(
             recovery_target(json!({"immediate": false})),
             "immediate can only be true",
             None,

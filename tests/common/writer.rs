@@ -18,6 +18,36 @@ pub struct Target {
 }
 
 impl Target {
+    /// The `-rw` Service of PgCluster `name` in `namespace`, as the user of its Secret
+    /// `<name>-<secret>` (`app`, `superuser`), in the Secret's database or `postgres`.
+    pub async fn rw(
+        cluster: &pgha_e2e::Cluster,
+        client: &kube::Client,
+        namespace: &str,
+        name: &str,
+        secret: &str,
+    ) -> Self {
+        use k8s_openapi::api::core::v1::Secret;
+        let secret = kube::Api::<Secret>::namespaced(client.clone(), namespace)
+            .get(&format!("{name}-{secret}"))
+            .await
+            .unwrap();
+        let data = secret.data.unwrap_or_default();
+        let value = |key: &str| {
+            data.get(key)
+                .map(|v| String::from_utf8(v.0.clone()).unwrap())
+        };
+        Self {
+            address: cluster
+                .service_address(namespace, &format!("{name}-rw"), None)
+                .await
+                .unwrap(),
+            user: value("username").unwrap(),
+            password: value("password").unwrap(),
+            dbname: value("dbname").unwrap_or_else(|| "postgres".into()),
+        }
+    }
+
     pub fn conninfo(&self, host: &str, port: u16) -> String {
         format!(
             "host={host} port={port} user={} password={} dbname={} connect_timeout=2",
@@ -146,4 +176,28 @@ pub async fn missing(client: &tokio_postgres::Client, acked: &[i64]) -> Vec<i64>
         .copied()
         .filter(|n| !present.contains(n))
         .collect()
+}
+
+/// pgbench (scale 1) through `target`, two clients, until dropped. Async: the Service
+/// proxies run in this process and must keep serving while pgbench connects.
+pub async fn pgbench(target: &Target) -> tokio::process::Child {
+    let bin = "/usr/lib/postgresql/15/bin/pgbench";
+    let conninfo = target.conninfo(&target.address.ip().to_string(), target.address.port());
+    let init = tokio::process::Command::new(bin)
+        .args(["-i", "-q", "-s", "1", &conninfo])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    tokio::process::Command::new(bin)
+        .args(["-c", "2", "-T", "3600", "-n", &conninfo])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
 }

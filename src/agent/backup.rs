@@ -1,0 +1,143 @@
+//! Base backups the operator assigns to this instance (`spec.backup` of its PgInstance). The
+//! agent runs them because it owns the data directory: `pgha backup` reads it while Postgres
+//! runs, then `pgha retention` and `pgha catalog` tell what the archive now holds. Each is a
+//! child process of the same binary, so a backup's memory is gone with it.
+
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::Deserialize;
+
+use super::error::{AgentError, Result};
+use super::{Agent, pgbin};
+use crate::api::backup::{BackupPhase, BackupResult};
+use crate::api::instance::InstanceBackup;
+use crate::plan::agent::BackupRequest;
+use crate::plan::names;
+
+/// The backup this agent runs or ran last.
+#[derive(Default)]
+pub struct Backups {
+    last: Mutex<Option<InstanceBackup>>,
+}
+
+/// What `pgha catalog --json` prints.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Catalog {
+    backups: Vec<String>,
+    recoverable_from: Option<Time>,
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+impl Backups {
+    pub fn report(&self) -> Option<InstanceBackup> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<InstanceBackup>> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts `request` unless it is the backup already run or running.
+    pub fn take(self: &Arc<Self>, agent: &Arc<Agent>, request: &BackupRequest) {
+        {
+            let mut last = self.lock();
+            if last.as_ref().is_some_and(|b| b.name == request.name) {
+                return;
+            }
+            *last = Some(InstanceBackup {
+                name: request.name.clone(),
+                result: BackupResult {
+                    phase: Some(BackupPhase::Running),
+                    started_at: Some(now()),
+                    ..BackupResult::default()
+                },
+                ..InstanceBackup::default()
+            });
+        }
+        tracing::info!(backup = %request.name, "taking a base backup");
+        let (this, agent, request) = (self.clone(), agent.clone(), request.clone());
+        tokio::spawn(async move {
+            let outcome = run(&agent, &request).await;
+            let mut last = this.lock();
+            let Some(report) = last.as_mut().filter(|b| b.name == request.name) else {
+                return;
+            };
+            match outcome {
+                Ok((taken, catalog)) => {
+                    tracing::info!(backup = %request.name, id = ?taken.backup_id, "backup completed");
+                    report.result = BackupResult {
+                        phase: Some(BackupPhase::Completed),
+                        started_at: report.result.started_at.take(),
+                        completed_at: Some(now()),
+                        ..taken
+                    };
+                    report.kept = catalog.as_ref().map(|c| c.backups.clone());
+                    report.recoverable_from = catalog.and_then(|c| c.recoverable_from);
+                }
+                Err(e) => {
+                    tracing::error!(backup = %request.name, error = %e, "backup failed");
+                    report.result.phase = Some(BackupPhase::Failed);
+                    report.result.completed_at = Some(now());
+                    report.result.message = Some(e.to_string());
+                }
+            }
+        });
+    }
+}
+
+/// The backup, then retention and the catalog. A failure after the backup is logged and
+/// leaves the catalog out: the backup itself is good.
+/// `pgha backup --json` prints the LSNs, timeline, sizes and id as a `BackupResult`.
+async fn run(agent: &Agent, request: &BackupRequest) -> Result<(BackupResult, Option<Catalog>)> {
+    let settings = agent.settings();
+    let archive = settings.archive.as_ref().ok_or_else(|| {
+        AgentError::Refused("this instance has no object store (spec.backup is unset)".into())
+    })?;
+    let pgha = |verb: &str| {
+        let mut cmd = tokio::process::Command::new(&archive.pgha);
+        cmd.arg(verb).arg("--store").arg(&archive.store);
+        cmd
+    };
+    let mut backup = pgha("backup");
+    backup
+        .arg("--pgdata")
+        .arg(&settings.data_dir)
+        .arg("--host")
+        .arg(&settings.run_dir)
+        .args(["--port", &settings.port.to_string()])
+        .args(["--user", names::SUPERUSER, "--json"]);
+    let out = pgbin::run(backup).await?;
+    let taken: BackupResult = serde_json::from_str(out.lines().next().unwrap_or_default())
+        .map_err(|e| AgentError::Refused(format!("pgha backup printed {out:?}: {e}")))?;
+    let after = async {
+        if let Some(retention) = request
+            .retention
+            .as_ref()
+            .filter(|r| r.count.is_some() || r.window.is_some())
+        {
+            let mut cmd = pgha("retention");
+            if let Some(count) = retention.count {
+                cmd.args(["--count", &count.to_string()]);
+            }
+            if let Some(window) = &retention.window {
+                cmd.args(["--window", window]);
+            }
+            pgbin::run(cmd).await?;
+        }
+        let mut catalog = pgha("catalog");
+        catalog.arg("--json");
+        let out = pgbin::run(catalog).await?;
+        serde_json::from_str::<Catalog>(out.lines().next().unwrap_or_default())
+            .map_err(|e| AgentError::Refused(format!("pgha catalog printed {out:?}: {e}")))
+    };
+    let catalog = after
+        .await
+        .inspect_err(|e| tracing::warn!(error = %e, "retention or catalog after the backup failed"))
+        .ok();
+    Ok((taken, catalog))
+}

@@ -1,0 +1,44 @@
+//! Object-store files for the `pgha` archive commands: the store description and a copy of
+//! its keys, owned by the Postgres user. Postgres runs `archive_command` as that user, and a
+//! Secret is mounted readable by root only.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use super::error::{AgentError, Result};
+use super::files;
+use super::settings::Settings;
+use crate::plan::agent::S3Spec;
+
+const KEYS: [&str; 2] = ["ACCESS_KEY_ID", "SECRET_ACCESS_KEY"];
+
+/// Writes `<run_dir>/<label>.json` describing `s3`, with the keys mounted at `mounted` copied
+/// beside it; returns the file's path.
+pub fn prepare(settings: &Settings, label: &str, s3: &S3Spec, mounted: &Path) -> Result<PathBuf> {
+    let owner = settings.run_as.as_ref();
+    files::ensure_dir(&settings.run_dir, 0o700, owner)?;
+    let keys = settings.run_dir.join(format!("{label}-keys"));
+    files::ensure_dir(&keys, 0o700, owner)?;
+    for key in KEYS {
+        let from = mounted.join(key);
+        let value = std::fs::read_to_string(&from).map_err(|e| {
+            AgentError::Refused(format!(
+                "reading {} (the key {key} of Secret {}): {e}",
+                from.display(),
+                s3.credentials_secret
+            ))
+        })?;
+        files::write(&keys.join(key), &value, 0o600, owner)?;
+    }
+    let store = json!({
+        "bucket": s3.bucket,
+        "path": s3.path.clone().unwrap_or_default(),
+        "endpoint": s3.endpoint,
+        "region": s3.region,
+        "credentialsDir": keys,
+    });
+    let file = settings.run_dir.join(format!("{label}.json"));
+    files::write(&file, &store.to_string(), 0o600, owner)?;
+    Ok(file)
+}

@@ -1,0 +1,265 @@
+//! A cluster's PgBackups, as one step of the cluster's reconcile: the schedule creates them,
+//! `plan::backups` decides, and this module writes the decisions (PgBackup statuses, new
+//! and removed PgBackups, Events). The backup itself is run by the chosen instance's agent,
+//! which is told through its PgInstance's `spec.backup`.
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::{Context, Error};
+use crate::api::backup::{BackupPhase, BackupResult, BackupTarget, PgBackupStatus};
+use crate::api::instance::{BackupRequest, InstanceBackup};
+use crate::api::validation::ValidCluster;
+use crate::api::{PgBackup, PgBackupSpec, PgCluster, PgInstance};
+use crate::k8s::apply_status;
+use crate::plan::backups::{self, Backup, Member, Observed};
+use crate::plan::children::archive_location;
+use crate::plan::names;
+
+pub const FIELD_MANAGER: &str = "pgha/backup";
+/// Marks the PgBackups the schedule created.
+pub const LABEL_SCHEDULED: &str = "pgha.dev/scheduled";
+
+/// What the cluster's reconcile takes from this step.
+#[derive(Debug, Default)]
+pub struct Step {
+    /// The instance told to take a backup, and which.
+    pub assigned: Option<(String, BackupRequest)>,
+    /// When the schedule is next due.
+    pub requeue: Option<std::time::Duration>,
+    /// The newest completed PgBackup.
+    pub last_backup: Option<String>,
+    /// Set when a backup just completed and retention ran.
+    pub recoverable_from: Option<Time>,
+}
+
+fn to_chrono(time: &Time) -> DateTime<Utc> {
+    DateTime::from_timestamp(time.0.as_second(), time.0.subsec_nanosecond().max(0) as u32)
+        .unwrap_or_default()
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+pub async fn step(
+    ctx: &Context,
+    cluster: &PgCluster,
+    valid: &ValidCluster<'_>,
+    instances: &[PgInstance],
+    primary: &str,
+) -> Result<Step, Error> {
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().unwrap_or_default();
+    let api: Api<PgBackup> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut ours: Vec<PgBackup> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|b| b.spec.cluster == name)
+        .collect();
+    let spec = cluster.spec.backup.as_ref();
+    if spec.is_none() && ours.is_empty() {
+        return Ok(Step::default());
+    }
+    let views: Vec<Backup> = ours.iter().map(view).collect();
+    let members: Vec<Member> = instances
+        .iter()
+        .map(|i| {
+            let s = i.status.clone().unwrap_or_default();
+            Member {
+                name: i.name_any(),
+                primary: i.name_any() == primary,
+                ready: s.ready,
+                lag_bytes: s.lag_bytes,
+                report: s.backup,
+            }
+        })
+        .collect();
+    let healthy = cluster.status.as_ref().and_then(|s| s.phase)
+        == Some(crate::api::cluster::ClusterPhase::Healthy);
+    let schedule = valid
+        .schedule
+        .as_ref()
+        .filter(|_| spec.is_some_and(|b| !b.suspend));
+    let plan = backups::plan(&Observed {
+        now: Utc::now(),
+        schedule,
+        healthy,
+        backups: &views,
+        members: &members,
+    });
+    let reference = cluster.object_ref(&());
+    let mut step = Step {
+        requeue: plan.requeue,
+        ..Step::default()
+    };
+
+    if plan.create {
+        let backup = scheduled(cluster, &namespace);
+        let created = api.create(&PostParams::default(), &backup).await?;
+        let note = format!("created PgBackup {} (schedule)", created.name_any());
+        ctx.event(&reference, false, "BackupScheduled", note).await;
+        ours.push(created);
+    }
+    if let Some((backup, instance)) = &plan.start {
+        // On-demand PgBackups get the cluster's label, so `-l pgha.dev/cluster=` finds them.
+        let labels = json!({"metadata": {"labels": {names::LABEL_CLUSTER: name}}});
+        api.patch(backup, &PatchParams::default(), &Patch::Merge(&labels))
+            .await?;
+        let status = PgBackupStatus {
+            result: BackupResult {
+                phase: Some(BackupPhase::Running),
+                started_at: Some(now()),
+                ..BackupResult::default()
+            },
+            instance: Some(instance.clone()),
+            ..PgBackupStatus::default()
+        };
+        apply_status(&api, backup, FIELD_MANAGER, &status).await?;
+        let note = format!("backup {backup} runs on {instance}");
+        ctx.event(&reference, false, "BackupStarted", note).await;
+    }
+    if let Some((backup, report)) = &plan.finish {
+        let location = spec.map(|b| archive_location(valid, &b.s3));
+        let status = finished(backup, report, &ours, location.as_ref());
+        let failed = status.result.phase == Some(BackupPhase::Failed);
+        apply_status(&api, backup, FIELD_MANAGER, &status).await?;
+        let note = match &status.result.message {
+            Some(why) => format!("backup {backup} failed: {why}"),
+            None => format!(
+                "backup {backup} completed: {} bytes stored at {}",
+                status.result.stored_bytes.unwrap_or(0),
+                status.location.clone().unwrap_or_default()
+            ),
+        };
+        let reason = if failed {
+            "BackupFailed"
+        } else {
+            "BackupCompleted"
+        };
+        ctx.event(&reference, failed, reason, note).await;
+        step.recoverable_from = report.recoverable_from.clone();
+    }
+    for (backup, why) in &plan.fail {
+        let status = PgBackupStatus {
+            result: BackupResult {
+                phase: Some(BackupPhase::Failed),
+                completed_at: Some(now()),
+                message: Some(why.clone()),
+                ..BackupResult::default()
+            },
+            ..PgBackupStatus::default()
+        };
+        apply_status(&api, backup, FIELD_MANAGER, &status).await?;
+        let note = format!("backup {backup} failed: {why}");
+        ctx.event(&reference, true, "BackupFailed", note).await;
+    }
+    if let Some((backup, why)) = &plan.waiting {
+        let status = PgBackupStatus {
+            result: BackupResult {
+                phase: Some(BackupPhase::Pending),
+                message: Some(why.clone()),
+                ..BackupResult::default()
+            },
+            ..PgBackupStatus::default()
+        };
+        apply_status(&api, backup, FIELD_MANAGER, &status).await?;
+    }
+    for backup in &plan.delete {
+        api.delete(backup, &DeleteParams::background()).await?;
+        let note = format!("removed PgBackup {backup}: retention deleted its data");
+        ctx.event(&reference, false, "BackupRemoved", note).await;
+    }
+    step.assigned = plan.assigned.map(|(backup, instance)| {
+        let request = BackupRequest {
+            name: backup,
+            retention: spec.map(|b| b.retention.clone()),
+        };
+        (instance, request)
+    });
+    step.last_backup = ours
+        .iter()
+        .filter(|b| !plan.delete.contains(&b.name_any()))
+        .filter_map(|b| {
+            let status = b.status.as_ref()?;
+            let done = match &plan.finish {
+                Some((name, report)) if *name == b.name_any() => {
+                    report.result.phase == Some(BackupPhase::Completed)
+                }
+                _ => status.result.phase == Some(BackupPhase::Completed),
+            };
+            done.then(|| (b.metadata.creation_timestamp.clone(), b.name_any()))
+        })
+        .max()
+        .map(|(_, name)| name);
+    Ok(step)
+}
+
+fn view(backup: &PgBackup) -> Backup {
+    let status = backup.status.clone().unwrap_or_default();
+    Backup {
+        name: backup.name_any(),
+        target: backup.spec.target,
+        phase: status.result.phase,
+        instance: status.instance,
+        created: backup
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(to_chrono)
+            .unwrap_or_else(Utc::now),
+        scheduled: backup.labels().get(LABEL_SCHEDULED).map(String::as_str) == Some("true"),
+        backup_id: status.result.backup_id,
+    }
+}
+
+/// A PgBackup for the schedule, named after the cluster and the time.
+fn scheduled(cluster: &PgCluster, namespace: &str) -> PgBackup {
+    let name = cluster.name_any();
+    let mut labels = names::labels(&name, "backup");
+    labels.insert(LABEL_SCHEDULED.into(), "true".into());
+    PgBackup {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-{}", Utc::now().format("%Y%m%d%H%M%S"))),
+            namespace: Some(namespace.to_string()),
+            labels: Some(labels),
+            ..ObjectMeta::default()
+        },
+        spec: PgBackupSpec {
+            cluster: name,
+            target: BackupTarget::PreferStandby,
+        },
+        status: None,
+    }
+}
+
+/// The status of a backup whose agent reported its end.
+fn finished(
+    name: &str,
+    report: &InstanceBackup,
+    backups: &[PgBackup],
+    location: Option<&crate::api::common::S3Spec>,
+) -> PgBackupStatus {
+    let before = backups
+        .iter()
+        .find(|b| b.name_any() == name)
+        .and_then(|b| b.status.clone())
+        .unwrap_or_default();
+    let location = report.result.backup_id.as_ref().zip(location);
+    PgBackupStatus {
+        result: report.result.clone(),
+        location: location.map(|(id, s3)| {
+            format!(
+                "s3://{}/{}/base/{id}",
+                s3.bucket,
+                s3.path.clone().unwrap_or_default()
+            )
+        }),
+        ..before
+    }
+}

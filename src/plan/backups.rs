@@ -1,0 +1,413 @@
+//! A cluster's base backups, decided from what is observed: when the schedule creates a
+//! PgBackup, which instance takes the next one (one at a time per cluster), when a running
+//! one is over, and which PgBackups go because retention removed their data.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use croner::Cron;
+
+use crate::api::backup::{BackupPhase, BackupTarget};
+use crate::api::instance::{ArchiverStatus, InstanceBackup};
+
+/// A PgBackup of the cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backup {
+    pub name: String,
+    pub target: BackupTarget,
+    pub phase: Option<BackupPhase>,
+    /// The instance a running backup was given to.
+    pub instance: Option<String>,
+    pub created: DateTime<Utc>,
+    /// Created by the schedule (or as the cluster's first backup).
+    pub scheduled: bool,
+    /// Its id in the object store, once completed.
+    pub backup_id: Option<String>,
+}
+
+/// An instance as a backup needs to know it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Member {
+    pub name: String,
+    pub primary: bool,
+    pub ready: bool,
+    pub lag_bytes: Option<i64>,
+    /// What its agent reports of the backup it was given last.
+    pub report: Option<InstanceBackup>,
+}
+
+/// What the planner is told.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    pub now: DateTime<Utc>,
+    /// `spec.backup.schedule`, unless suspended or unset.
+    pub schedule: Option<&'a Cron>,
+    /// The cluster is healthy (the first backup waits for it).
+    pub healthy: bool,
+    pub backups: &'a [Backup],
+    pub members: &'a [Member],
+}
+
+/// What to do now.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Create a scheduled PgBackup.
+    pub create: bool,
+    /// Give this backup to this instance.
+    pub start: Option<(String, String)>,
+    /// This running backup is over; its agent's report.
+    pub finish: Option<(String, InstanceBackup)>,
+    /// Backups that cannot go on, and why.
+    pub fail: Vec<(String, String)>,
+    /// A backup waiting for an instance, and for what.
+    pub waiting: Option<(String, String)>,
+    /// PgBackups whose data retention removed.
+    pub delete: Vec<String>,
+    /// The backup the agent of this instance is to run (written to its PgInstance).
+    pub assigned: Option<(String, String)>,
+    /// Look again after this long (the next scheduled run).
+    pub requeue: Option<Duration>,
+}
+
+fn terminal(phase: Option<BackupPhase>) -> bool {
+    matches!(phase, Some(BackupPhase::Completed | BackupPhase::Failed))
+}
+
+/// The instance a backup is read from: for `preferStandby` the ready replica with the least
+/// lag, else the ready primary.
+pub fn choose(target: BackupTarget, members: &[Member]) -> Option<&Member> {
+    let primary = members.iter().find(|m| m.primary && m.ready);
+    let standby = members
+        .iter()
+        .filter(|m| !m.primary && m.ready)
+        .min_by_key(|m| (m.lag_bytes.unwrap_or(i64::MAX), m.name.clone()));
+    match target {
+        BackupTarget::PreferStandby => standby.or(primary),
+        BackupTarget::Primary => primary,
+    }
+}
+
+/// When the schedule is next due after the newest scheduled backup (or now, for the first).
+/// Missed runs collapse: the next run is one backup however many were missed.
+fn next_run(observed: &Observed<'_>) -> Option<DateTime<Utc>> {
+    let schedule = observed.schedule?;
+    let last = observed
+        .backups
+        .iter()
+        .filter(|b| b.scheduled)
+        .map(|b| b.created)
+        .max()?;
+    schedule.find_next_occurrence(&last, false).ok()
+}
+
+/// `ContinuousArchiving` from the primary's archiver: `(true, reason, message)` while the
+/// newest attempt succeeded. Postgres keeps every WAL file it could not archive, so the
+/// message gives the backlog that is filling the volume.
+pub fn archiving(archiver: &ArchiverStatus) -> (bool, &'static str, String) {
+    let failing = match (&archiver.last_failed_at, &archiver.last_archived_at) {
+        (None, _) => false,
+        (Some(_), None) => true,
+        // Both are Postgres timestamps in the same zone: their text sorts like the times.
+        (Some(failed), Some(archived)) => failed > archived,
+    };
+    let pending = archiver.pending;
+    if failing {
+        let cause =
+            archiver
+                .last_error
+                .as_deref()
+                .map_or("see the primary's log".to_string(), |e| {
+                    // The first 300 characters name the operation, the object and the reason.
+                    let e = e.trim();
+                    match e.char_indices().nth(300) {
+                        Some((at, _)) => format!("{}…", &e[..at]),
+                        None => e.to_string(),
+                    }
+                });
+        let message = format!(
+            "archiving {} has failed since {} ({} attempts): {cause}; {pending} WAL files wait \
+             on the primary's volume until the archive takes them",
+            archiver.last_failed_wal.as_deref().unwrap_or("?"),
+            archiver.last_failed_at.as_deref().unwrap_or("?"),
+            archiver.failed_count
+        );
+        return (false, "ArchivingFailing", message);
+    }
+    let message = match &archiver.last_archived_wal {
+        Some(wal) => format!(
+            "last archived {wal} at {}; {pending} WAL files waiting",
+            archiver.last_archived_at.as_deref().unwrap_or("?")
+        ),
+        None => format!("nothing archived yet; {pending} WAL files waiting"),
+    };
+    (true, "Archiving", message)
+}
+
+pub fn plan(observed: &Observed<'_>) -> Plan {
+    let mut plan = Plan::default();
+    let member = |name: &str| observed.members.iter().find(|m| m.name == name);
+    let running = observed
+        .backups
+        .iter()
+        .find(|b| b.phase == Some(BackupPhase::Running));
+    if let Some(backup) = running {
+        let instance = backup.instance.clone().unwrap_or_default();
+        match member(&instance) {
+            None => plan.fail.push((
+                backup.name.clone(),
+                format!("instance {instance} is gone; create a new PgBackup"),
+            )),
+            Some(m) => match m.report.as_ref().filter(|r| r.name == backup.name) {
+                Some(report) if terminal(report.result.phase) => {
+                    if let Some(kept) = &report.kept {
+                        plan.delete = observed
+                            .backups
+                            .iter()
+                            .filter(|b| b.phase == Some(BackupPhase::Completed))
+                            .filter(|b| b.backup_id.as_ref().is_some_and(|id| !kept.contains(id)))
+                            .map(|b| b.name.clone())
+                            .collect();
+                    }
+                    plan.finish = Some((backup.name.clone(), report.clone()));
+                }
+                _ => plan.assigned = Some((backup.name.clone(), instance)),
+            },
+        }
+    } else if let Some(next) = observed
+        .backups
+        .iter()
+        .filter(|b| !terminal(b.phase))
+        .min_by_key(|b| (b.created, b.name.clone()))
+    {
+        match choose(next.target, observed.members) {
+            Some(m) => {
+                plan.start = Some((next.name.clone(), m.name.clone()));
+                plan.assigned = plan.start.clone();
+            }
+            None => {
+                let what = match next.target {
+                    BackupTarget::PreferStandby => "a ready replica or primary",
+                    BackupTarget::Primary => "the primary to be ready",
+                };
+                plan.waiting = Some((next.name.clone(), format!("waiting for {what}")));
+            }
+        }
+    }
+    if observed.schedule.is_some() && observed.healthy {
+        match next_run(observed) {
+            None => plan.create = true,
+            Some(due) if due <= observed.now => plan.create = true,
+            Some(due) => plan.requeue = (due - observed.now).to_std().ok(),
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::backup::BackupResult;
+    use crate::api::validation::parse_schedule;
+    use chrono::TimeZone;
+
+    fn at(minute: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 30, 10, minute, 0).unwrap()
+    }
+
+    fn backup(name: &str, phase: Option<BackupPhase>, created: u32) -> Backup {
+        Backup {
+            name: name.into(),
+            target: BackupTarget::PreferStandby,
+            phase,
+            instance: None,
+            created: at(created),
+            scheduled: true,
+            backup_id: Some(format!("id-{name}")),
+        }
+    }
+
+    fn member(name: &str, primary: bool, ready: bool, lag: i64) -> Member {
+        Member {
+            name: name.into(),
+            primary,
+            ready,
+            lag_bytes: Some(lag),
+            report: None,
+        }
+    }
+
+    fn members() -> Vec<Member> {
+        vec![
+            member("db-1", true, true, 0),
+            member("db-2", false, true, 500),
+            member("db-3", false, true, 20),
+        ]
+    }
+
+    fn observed<'a>(
+        now: u32,
+        schedule: Option<&'a Cron>,
+        backups: &'a [Backup],
+        members: &'a [Member],
+    ) -> Observed<'a> {
+        Observed {
+            now: at(now),
+            schedule,
+            healthy: true,
+            backups,
+            members,
+        }
+    }
+
+    #[test]
+    fn the_first_backup_is_taken_as_soon_as_the_cluster_is_healthy() {
+        let hourly = parse_schedule("0 * * * *").unwrap();
+        let plan = plan(&observed(5, Some(&hourly), &[], &members()));
+        assert!(plan.create);
+        let mut unhealthy = observed(5, Some(&hourly), &[], &[]);
+        unhealthy.healthy = false;
+        assert!(!super::plan(&unhealthy).create);
+    }
+
+    #[test]
+    fn missed_runs_collapse_into_one_and_the_next_run_is_requeued() {
+        let every_ten = parse_schedule("*/10 * * * *").unwrap();
+        let done = [backup("a", Some(BackupPhase::Completed), 0)];
+        // Three runs missed (10, 20, 30): one backup now.
+        let late = plan(&observed(35, Some(&every_ten), &done, &members()));
+        assert!(late.create);
+        let on_time = plan(&observed(4, Some(&every_ten), &done, &members()));
+        assert!(!on_time.create);
+        assert_eq!(on_time.requeue, Some(Duration::from_secs(6 * 60)));
+        // On-demand backups do not move the schedule.
+        let mut manual = backup("m", Some(BackupPhase::Completed), 9);
+        manual.scheduled = false;
+        let both = [done[0].clone(), manual];
+        assert!(plan(&observed(11, Some(&every_ten), &both, &members())).create);
+        // Suspended (or no schedule): nothing is created.
+        assert!(!plan(&observed(35, None, &done, &members())).create);
+    }
+
+    #[test]
+    fn the_oldest_pending_backup_goes_to_the_least_lagging_ready_replica() {
+        let pending = [backup("b", None, 3), backup("a", None, 2)];
+        let plan = plan(&observed(5, None, &pending, &members()));
+        assert_eq!(plan.start, Some(("a".into(), "db-3".into())));
+        assert_eq!(plan.assigned, plan.start);
+    }
+
+    #[test]
+    fn targets_fall_back_or_wait() {
+        let mut replicas_down = members();
+        replicas_down[1].ready = false;
+        replicas_down[2].ready = false;
+        assert_eq!(
+            choose(BackupTarget::PreferStandby, &replicas_down).map(|m| m.name.as_str()),
+            Some("db-1")
+        );
+        assert_eq!(
+            choose(BackupTarget::Primary, &members()).map(|m| m.name.as_str()),
+            Some("db-1")
+        );
+        let mut primary_down = members();
+        primary_down[0].ready = false;
+        let mut wanted = backup("p", Some(BackupPhase::Pending), 1);
+        wanted.target = BackupTarget::Primary;
+        let plan = plan(&observed(
+            5,
+            None,
+            std::slice::from_ref(&wanted),
+            &primary_down,
+        ));
+        assert_eq!(plan.start, None);
+        assert_eq!(
+            plan.waiting,
+            Some(("p".into(), "waiting for the primary to be ready".into()))
+        );
+    }
+
+    #[test]
+    fn one_backup_at_a_time_until_its_agent_reports_the_end() {
+        let mut running = backup("a", Some(BackupPhase::Running), 1);
+        running.instance = Some("db-2".into());
+        let backups = [running.clone(), backup("b", None, 2)];
+        let mut members = members();
+        let busy = plan(&observed(5, None, &backups, &members));
+        assert_eq!(busy.start, None);
+        assert_eq!(busy.assigned, Some(("a".into(), "db-2".into())));
+        // An older report (another backup) is not this one's end.
+        let completed = BackupResult {
+            phase: Some(BackupPhase::Completed),
+            backup_id: Some("id-a".into()),
+            ..BackupResult::default()
+        };
+        members[1].report = Some(InstanceBackup {
+            name: "older".into(),
+            result: completed.clone(),
+            ..InstanceBackup::default()
+        });
+        assert_eq!(plan(&observed(5, None, &backups, &members)).finish, None);
+        members[1].report = Some(InstanceBackup {
+            name: "a".into(),
+            result: completed,
+            kept: Some(vec!["id-a".into(), "id-x".into()]),
+            ..InstanceBackup::default()
+        });
+        let old = [
+            running,
+            backup("b", None, 2),
+            backup("x", Some(BackupPhase::Completed), 0),
+            backup("y", Some(BackupPhase::Completed), 0),
+            backup("z", Some(BackupPhase::Failed), 0),
+        ];
+        let done = plan(&observed(5, None, &old, &members));
+        assert_eq!(done.finish.as_ref().map(|f| f.0.as_str()), Some("a"));
+        // Retention removed y's data; a failed backup has none to remove.
+        assert_eq!(done.delete, vec!["y".to_string()]);
+        assert_eq!(done.assigned, None);
+    }
+
+    #[test]
+    fn archiving_is_false_while_the_newest_attempt_failed() {
+        let ok = ArchiverStatus {
+            last_archived_wal: Some("000000010000000000000003".into()),
+            last_archived_at: Some("2026-11-30 10:00:05+00".into()),
+            pending: 1,
+            ..ArchiverStatus::default()
+        };
+        assert!(archiving(&ok).0);
+        let failing = ArchiverStatus {
+            last_failed_wal: Some("000000010000000000000004".into()),
+            last_failed_at: Some("2026-11-30 10:01:00+00".into()),
+            failed_count: 7,
+            pending: 40,
+            last_error: Some("connecting to http://127.0.0.1:9000: refused\n".into()),
+            ..ok.clone()
+        };
+        let (good, reason, message) = archiving(&failing);
+        assert!(!good);
+        assert_eq!(reason, "ArchivingFailing");
+        assert!(message.contains("000000010000000000000004 has failed"));
+        assert!(message.contains("(7 attempts): connecting to http://127.0.0.1:9000"));
+        assert!(message.contains("refused; 40 WAL files wait"), "{message}");
+        let recovered = ArchiverStatus {
+            last_archived_at: Some("2026-11-30 10:02:00+00".into()),
+            ..failing
+        };
+        assert!(archiving(&recovered).0);
+        let never = ArchiverStatus {
+            last_failed_at: Some("2026-11-30 10:01:00+00".into()),
+            ..ArchiverStatus::default()
+        };
+        assert!(!archiving(&never).0);
+    }
+
+    #[test]
+    fn a_backup_whose_instance_is_gone_fails() {
+        let mut running = backup("a", Some(BackupPhase::Running), 1);
+        running.instance = Some("db-9".into());
+        let plan = plan(&observed(5, None, &[running], &members()));
+        assert_eq!(plan.fail.len(), 1);
+        assert!(plan.fail[0].1.contains("db-9 is gone"));
+    }
+}
