@@ -24,6 +24,7 @@ bench: deps
 	$(CARGO) bench --bench archive
 	$(CARGO) bench --bench operator
 	$(CARGO) bench --bench failover
+	$(CARGO) bench --bench restore
 
 # Regenerate crds/ from the Rust types (a test fails when they drift).
 crds:

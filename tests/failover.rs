@@ -463,7 +463,11 @@ async fn no_candidate_means_no_promotion_and_a_new_leader_finishes_a_failover() 
             if status.failover.is_some() {
                 break None;
             }
-            if let Some(done) = status.last_failover.as_ref().filter(|f| f.started.0 >= killed) {
+            if let Some(done) = status
+                .last_failover
+                .as_ref()
+                .filter(|f| f.started.0 >= killed)
+            {
                 break Some(done.to.clone());
             }
             if Instant::now() > deadline {
