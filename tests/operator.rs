@@ -207,12 +207,20 @@ async fn a_cluster_comes_up_replicates_survives_pod_loss_scales_and_goes_away() 
     };
     let primary_pod = created("orders-1").await;
     assert!(created("orders-2").await < primary_pod && created("orders-3").await < primary_pod);
-    wait_for(
+    let rolled = wait_for(
         Duration::from_secs(60),
         "orders Healthy on the new image",
         || healthy(&clusters, "orders", 3),
     )
-    .await;
+    .await
+    .status
+    .unwrap();
+    // The primary moved to an updated replica before its own turn (primaryUpdateMethod
+    // switchover, the default), and the old primary was updated as a replica.
+    let moved = rolled.last_switchover.clone().expect("a switchover");
+    assert_eq!(moved.from, "orders-1");
+    assert!(moved.completed.is_some(), "{moved:?}");
+    assert_eq!(rolled.current_primary, Some(moved.to));
     let (_, _, after_roll) = through(&cluster, &client, "orders-rw").await;
     let count: i64 = after_roll
         .query_one("SELECT count(*) FROM marks", &[])
@@ -252,7 +260,22 @@ async fn a_cluster_comes_up_replicates_survives_pod_loss_scales_and_goes_away() 
     let (five, primary) = slots(primary).await;
     assert_eq!(five.len(), 4, "{five:?}");
 
-    // 5 → 2: replicas go with their pods and volumes, their slots are dropped.
+    // 5 → 2 with the primary on orders-5: the primary moves to an instance that stays, then
+    // instances 3–5 go with their pods and volumes, and their slots are dropped.
+    drop(primary);
+    let to_five =
+        serde_json::json!({"metadata": {"annotations": {"pgha.dev/switchover-to": "orders-5"}}});
+    clusters
+        .patch("orders", &PatchParams::default(), &Patch::Merge(&to_five))
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(60), "orders-5 primary", || async {
+        let status = clusters.get("orders").await.ok()?.status?;
+        let done = status.last_switchover?;
+        (done.to == "orders-5" && done.completed.is_some() && status.ready_instances == 5)
+            .then_some(())
+    })
+    .await;
     patch_spec(&clusters, serde_json::json!({"instances": 2})).await;
     wait_for(Duration::from_secs(60), "orders Healthy with 2", || {
         healthy(&clusters, "orders", 2)
@@ -272,18 +295,23 @@ async fn a_cluster_comes_up_replicates_survives_pod_loss_scales_and_goes_away() 
         (names == ["orders-1", "orders-2"] && pvcs == 2 && pod_count == 2).then_some(())
     })
     .await;
+    let status = clusters.get("orders").await.unwrap().status.unwrap();
+    let moved = status.last_switchover.unwrap();
+    assert_eq!(moved.from, "orders-5");
+    assert!(
+        ["orders-1", "orders-2"].contains(&moved.to.as_str()),
+        "{moved:?}"
+    );
     wait_for(
         Duration::from_secs(15),
         "the primary keeps one slot",
-        || {
-            let primary = &primary;
-            async move {
-                let rows = primary
-                    .query("SELECT slot_name FROM pg_replication_slots", &[])
-                    .await
-                    .ok()?;
-                (rows.len() == 1).then_some(())
-            }
+        || async {
+            let (_, _, primary) = through(&cluster, &client, "orders-rw").await;
+            let rows = primary
+                .query("SELECT slot_name FROM pg_replication_slots", &[])
+                .await
+                .ok()?;
+            (rows.len() == 1).then_some(())
         },
     )
     .await;
@@ -540,22 +568,27 @@ async fn bad_specs_a_killed_operator_sync_commits_and_parameter_changes() {
     )
     .await;
     let instances: Api<PgInstance> = Api::namespaced(client.clone(), "shop");
-    every_instance(
-        &instances,
+    // The replica restarts, takes over by switchover, and the old primary restarts last (as
+    // it becomes a replica, which the switchover does anyway).
+    wait_for(
         Duration::from_secs(120),
-        "both restarted",
-        |s| s.restarted == Some(1) && !s.pending_restart && s.ready,
+        "orders-2 primary after the restarts",
+        || async {
+            let c = healthy(&clusters, "orders", 2).await?;
+            (c.status?.current_primary.as_deref() == Some("orders-2")).then_some(())
+        },
     )
     .await;
-    wait_for(
-        Duration::from_secs(30),
-        "orders Healthy after the restarts",
-        || healthy(&clusters, "orders", 2),
+    every_instance(
+        &instances,
+        Duration::from_secs(60),
+        "no restart pending",
+        |s| !s.pending_restart && s.ready,
     )
     .await;
     let (app, _, primary) = through(&cluster, &client, "orders-rw").await;
     let replica_host = instances
-        .get("orders-2")
+        .get("orders-1")
         .await
         .unwrap()
         .status
@@ -586,8 +619,8 @@ async fn bad_specs_a_killed_operator_sync_commits_and_parameter_changes() {
         ("64MB", "64MB")
     );
     assert!(
-        replica_started < primary_started,
-        "the primary restarted before the replica"
+        primary_started < replica_started,
+        "the old primary (orders-1) restarted before the instance that took over"
     );
 
     // With reclaimPolicy Retain, deleting the cluster keeps the volumes and nothing else.

@@ -98,6 +98,23 @@ pub struct PgClusterSpec {
     /// When and whom the operator promotes after the primary is lost.
     #[serde(default)]
     pub failover: FailoverSpec,
+
+    /// How the primary gets a new image or a restart-needing setting once the replicas have
+    /// it: `switchover` (a replica takes over first, a write gap of about a second) or
+    /// `restart` (the primary restarts in place: seconds without writes).
+    #[serde(default)]
+    pub primary_update_method: PrimaryUpdateMethod,
+}
+
+/// How a rollout reaches the primary.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PrimaryUpdateMethod {
+    /// Switch over to an updated replica, then update the old primary as a replica.
+    #[default]
+    Switchover,
+    /// Restart the primary in place.
+    Restart,
 }
 
 fn default_instances() -> i32 {

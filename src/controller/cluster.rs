@@ -6,25 +6,30 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::ListParams;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 
 use super::apply::{apply, prune};
+use super::switchover::under_way as switchover_under_way;
 use super::{Context, Error};
 use super::{agents, backups, drills, failover, lease_watch};
+use crate::api::cluster::{PrimaryUpdateMethod, SWITCHOVER_ANNOTATION};
 use crate::api::instance::InstanceRole;
 use crate::api::validation::validate;
 use crate::api::{PgBackup, PgCluster, PgClusterStatus, PgInstance};
 use crate::k8s::apply_status;
 use crate::plan::children::{FreshPasswords, Primary, Rolling, children, default_image};
-use crate::plan::rollout::{Member, next_image, next_restart};
+use crate::plan::rollout::{
+    Member, Turn, next_image, next_restart, refused_lately, scale_down_target, turn,
+};
 use crate::plan::{names, status};
 
 pub const FIELD_MANAGER: &str = "pgha/cluster";
@@ -202,18 +207,43 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
             }
         })
         .collect();
-    if let Some(next) = next_image(&members) {
-        if let Some(kept) = rolling.get_mut(next) {
-            kept.image = Some(image.clone());
+    // The primary's turn moves the primary first (primaryUpdateMethod: switchover), unless a
+    // switchover was just refused: then it restarts in place rather than asking again.
+    let move_primary = cluster.spec.primary_update_method == PrimaryUpdateMethod::Switchover
+        && !refused_lately(&previous, Utc::now());
+    let (turn, what) = match next_image(&members) {
+        Some(next) => (turn(Some(next), &members, move_primary), "ImageRollout"),
+        None => (
+            turn(next_restart(&members), &members, move_primary),
+            "RollingRestart",
+        ),
+    };
+    match turn {
+        Some(Turn::Change(next)) => {
+            let kept = rolling.entry(next.to_string()).or_default();
+            let note = if what == "ImageRollout" {
+                kept.image = Some(image.clone());
+                format!("moving {next} to image {image}")
+            } else {
+                kept.restart += 1;
+                format!("restarting {next} for settings that need a restart")
+            };
+            ctx.event(&reference, false, what, note).await;
         }
-        let note = format!("moving {next} to image {image}");
-        ctx.event(&reference, false, "ImageRollout", note).await;
-    } else if let Some(next) = next_restart(&members) {
-        if let Some(kept) = rolling.get_mut(next) {
-            kept.restart += 1;
+        Some(Turn::MovePrimary) => {
+            let why = format!("{what}: the replicas are done; the primary moves before its turn");
+            request_switchover(&ctx, &cluster, &previous, "", why).await?;
         }
-        let note = format!("restarting {next} for settings that need a restart");
-        ctx.event(&reference, false, "RollingRestart", note).await;
+        None => {}
+    }
+    // Scale-down that takes the primary's instance moves the primary to one that stays.
+    if let Some(to) = scale_down_target(&observed, &primary_name, cluster.spec.instances) {
+        let to = to.to_string();
+        let why = format!(
+            "scaling down to {} instances removes the primary {primary_name}",
+            cluster.spec.instances
+        );
+        request_switchover(&ctx, &cluster, &previous, &to, why).await?;
     }
     let mut wanted = children(&valid, &existing, &fresh, &primary, &rolling)?;
     // The backup under way is part of its instance's orders.
@@ -359,4 +389,34 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
         .flatten()
         .fold(every, Duration::min);
     Ok(Action::requeue(soonest))
+}
+
+/// Asks for a switchover the way a DBA does (the `pgha.dev/switchover-to` annotation, `to`
+/// empty for the most caught-up replica), unless one is asked for, under way, or was just
+/// refused; the switchover step takes it at the next reconcile.
+async fn request_switchover(
+    ctx: &Context,
+    cluster: &PgCluster,
+    previous: &PgClusterStatus,
+    to: &str,
+    why: String,
+) -> Result<(), Error> {
+    let asked = cluster.annotations().contains_key(SWITCHOVER_ANNOTATION);
+    let busy = switchover_under_way(previous).is_some() || previous.failover.is_some();
+    if asked || busy || refused_lately(previous, Utc::now()) {
+        return Ok(());
+    }
+    let namespace = cluster.namespace().unwrap_or_default();
+    let clusters: Api<PgCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = serde_json::json!({"metadata": {"annotations": {SWITCHOVER_ANNOTATION: to}}});
+    clusters
+        .patch(
+            &cluster.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    ctx.event(&cluster.object_ref(&()), false, "SwitchoverRequested", why)
+        .await;
+    Ok(())
 }
