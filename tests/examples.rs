@@ -48,7 +48,7 @@ fn examples_are_accepted_by_schema_and_operator() {
             .metadata
             .namespace
             .get_or_insert_with(|| "default".into());
-        assert!(pgha::api::validation::validate(&cluster).is_ok(), "{path}");
+        assert!(pgha::plan::validation::validate(&cluster).is_ok(), "{path}");
     }
 }
 

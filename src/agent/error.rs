@@ -61,19 +61,8 @@ impl AgentError {
     pub(crate) fn sql(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
         move |e| Self::Sql {
             context,
-            message: db_message(&e),
+            message: crate::pg::db_message(&e),
         }
-    }
-}
-
-/// The server's own message when there is one, else the client error and its cause.
-pub(crate) fn db_message(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.severity(), db.message()),
-        None => match std::error::Error::source(e) {
-            Some(source) => format!("{e}: {source}"),
-            None => e.to_string(),
-        },
     }
 }
 

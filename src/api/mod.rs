@@ -1,7 +1,7 @@
 //! The pgha API: the `pgha.dev/v1` custom resources and their schemas.
 //!
 //! Everything the API server can check lives in the schema (OpenAPI ranges, patterns, enums and
-//! CEL `x-kubernetes-validations`); [`validation`] holds the checks it cannot make.
+//! CEL `x-kubernetes-validations`); `plan::validation` holds the checks it cannot make.
 
 pub mod backup;
 pub mod cluster;
@@ -11,7 +11,6 @@ pub mod crd;
 pub(crate) mod fixtures;
 pub mod instance;
 pub mod postgres;
-pub mod validation;
 
 pub use backup::{PgBackup, PgBackupSpec, PgBackupStatus};
 pub use cluster::{PgCluster, PgClusterSpec, PgClusterStatus};

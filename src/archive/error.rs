@@ -68,7 +68,7 @@ impl ArchiveError {
     pub(crate) fn sql(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> Self {
         move |e| Self::Sql {
             context,
-            message: crate::agent::error::db_message(&e),
+            message: crate::pg::db_message(&e),
         }
     }
 }

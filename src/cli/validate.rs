@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::api::PgCluster;
-use crate::api::validation::validate;
+use crate::plan::validation::validate;
 
 pub fn run(file: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let text =

@@ -12,12 +12,12 @@ use serde_json::json;
 use super::{Context, Error};
 use crate::api::backup::{BackupPhase, BackupResult, BackupTarget, PgBackupStatus};
 use crate::api::instance::{BackupRequest, InstanceBackup};
-use crate::api::validation::ValidCluster;
 use crate::api::{PgBackup, PgBackupSpec, PgCluster, PgInstance};
 use crate::k8s::apply_status;
 use crate::plan::backups::{self, Backup, Member, Observed};
 use crate::plan::children::archive_location;
 use crate::plan::names;
+use crate::plan::validation::ValidCluster;
 
 pub const FIELD_MANAGER: &str = "pgha/backup";
 /// Marks the PgBackups the schedule created.

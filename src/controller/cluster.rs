@@ -23,13 +23,13 @@ use super::{Context, Error};
 use super::{agents, backups, drills, failover, lease_watch};
 use crate::api::cluster::{PrimaryUpdateMethod, SWITCHOVER_ANNOTATION};
 use crate::api::instance::InstanceRole;
-use crate::api::validation::validate;
 use crate::api::{PgBackup, PgCluster, PgClusterStatus, PgInstance};
 use crate::k8s::apply_status;
 use crate::plan::children::{FreshPasswords, Primary, Rolling, children, default_image};
 use crate::plan::rollout::{
     Member, Turn, next_image, next_restart, refused_lately, scale_down_target, turn,
 };
+use crate::plan::validation::validate;
 use crate::plan::{names, status};
 
 pub const FIELD_MANAGER: &str = "pgha/cluster";

@@ -10,10 +10,10 @@ use kube::{Api, Resource, ResourceExt};
 use super::{Context, Error, agents};
 use crate::api::PgCluster;
 use crate::api::cluster::{DrillResult, VerifiedRestore};
-use crate::api::validation::ValidCluster;
 use crate::plan::children::{PlanError, archive_location, default_image};
 use crate::plan::drills::{self, DrillPod, Step};
 use crate::plan::instance::PodPhase;
+use crate::plan::validation::ValidCluster;
 
 /// What the cluster's reconcile takes from this step.
 #[derive(Debug, Default)]

@@ -207,7 +207,7 @@ pub fn plan(observed: &Observed<'_>) -> Plan {
 mod tests {
     use super::*;
     use crate::api::backup::BackupResult;
-    use crate::api::validation::parse_schedule;
+    use crate::plan::validation::parse_schedule;
     use chrono::TimeZone;
 
     fn at(minute: u32) -> DateTime<Utc> {

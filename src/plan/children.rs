@@ -13,10 +13,10 @@ use kube::Resource;
 use thiserror::Error;
 
 use crate::api::common::S3Spec;
-use crate::api::validation::ValidCluster;
 use crate::api::{PgInstance, PgInstanceSpec};
 use crate::plan::agent::{Endpoint, OrderedRole, PostgresConfig};
 use crate::plan::names::{self, SecretKind, ServiceKind};
+use crate::plan::validation::ValidCluster;
 use crate::plan::{config, lease};
 
 /// Why the children of a cluster cannot be computed.
@@ -401,7 +401,7 @@ mod tests {
     use crate::api::PgCluster;
     use crate::api::cluster::SynchronousMode;
     use crate::api::fixtures::cluster;
-    use crate::api::validation::validate;
+    use crate::plan::validation::validate;
     use proptest::prelude::*;
 
     fn fresh() -> FreshPasswords {

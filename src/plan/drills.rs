@@ -166,7 +166,7 @@ pub fn pod(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::validation::parse_schedule;
+    use crate::plan::validation::parse_schedule;
     use chrono::TimeZone;
 
     fn at(minute: u32) -> DateTime<Utc> {

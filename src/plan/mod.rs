@@ -15,4 +15,5 @@ pub mod restart;
 pub mod retention;
 pub mod rollout;
 pub mod status;
+pub mod validation;
 pub mod wal;

@@ -9,8 +9,8 @@ use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use thiserror::Error;
 
-use super::PgCluster;
-use super::cluster::{MAX_CLUSTER_NAME, SynchronousMode};
+use crate::api::PgCluster;
+use crate::api::cluster::{MAX_CLUSTER_NAME, SynchronousMode};
 use crate::plan::config::{self, ConfigError};
 
 /// One problem with a cluster's spec, phrased for the person who wrote it.
