@@ -9,6 +9,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
 };
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -179,6 +180,91 @@ async fn a_cluster_comes_up_replicates_survives_pod_loss_scales_and_goes_away() 
     })
     .await;
 
+    // A drain of the primary's node: the PodDisruptionBudgets hold the primary's eviction
+    // until the operator has moved the primary off the cordoned node, the drain completes,
+    // and -rw takes writes on the new primary. Uncordoned, the evicted instance comes back.
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "shop");
+    let mut names: Vec<String> = budgets
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["orders-primary", "orders-replica"]);
+    let node = pods
+        .get("orders-1")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .node_name
+        .unwrap();
+    let kubectl = |args: Vec<String>| {
+        let mut cmd = tokio::process::Command::new(pgha_e2e::bin_dir().join("kubectl"));
+        cmd.arg("--kubeconfig").arg(cluster.kubeconfig()).args(args);
+        cmd
+    };
+    // Async: this process runs the nodes' agents, which carry out the evictions.
+    let drained = kubectl(
+        [
+            "drain",
+            &node,
+            "--pod-selector=pgha.dev/cluster=orders",
+            "--delete-emptydir-data",
+            "--timeout=120s",
+        ]
+        .map(String::from)
+        .to_vec(),
+    )
+    .output()
+    .await
+    .unwrap();
+    if !drained.status.success() {
+        let status = clusters.get("orders").await.unwrap().status;
+        let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), "shop")
+            .list(&Default::default())
+            .await
+            .unwrap();
+        let said: Vec<_> = events.iter().map(|e| (&e.reason, &e.message)).collect();
+        panic!(
+            "kubectl drain {node}: {}\n{status:#?}\n{said:#?}",
+            String::from_utf8_lossy(&drained.stderr)
+        );
+    }
+    // The eviction goes through once the old primary is a replica; the switchover completes
+    // when the new primary serves.
+    let moved = wait_for(Duration::from_secs(60), "the primary moved", || async {
+        let moved = clusters.get("orders").await.ok()?.status?.last_switchover?;
+        moved.completed.is_some().then_some(moved)
+    })
+    .await;
+    assert_eq!(moved.from, "orders-1");
+    wait_for(
+        Duration::from_secs(30),
+        "a write after the drain",
+        || async {
+            let (_, _, rw) = through(&cluster, &client, "orders-rw").await;
+            rw.batch_execute("INSERT INTO marks VALUES (102)")
+                .await
+                .ok()
+        },
+    )
+    .await;
+    let uncordoned = kubectl(vec!["uncordon".into(), node.clone()])
+        .status()
+        .await
+        .unwrap();
+    assert!(uncordoned.success());
+    wait_for(
+        Duration::from_secs(120),
+        "orders Healthy after the drain",
+        || healthy(&clusters, "orders", 3),
+    )
+    .await;
+    let old_primary = moved.to;
+
     // A new image rolls through the replicas, then the primary, each pod re-created on its
     // volume; the data stays.
     patch_spec(
@@ -193,10 +279,10 @@ async fn a_cluster_comes_up_replicates_survives_pod_loss_scales_and_goes_away() 
         |s| s.image.as_deref() == Some("pgha/postgres:15.99") && s.ready,
     )
     .await;
-    let created = |name: &'static str| {
+    let created = |name: String| {
         let pods = pods.clone();
         async move {
-            pods.get(name)
+            pods.get(&name)
                 .await
                 .unwrap()
                 .metadata
@@ -205,8 +291,15 @@ async fn a_cluster_comes_up_replicates_survives_pod_loss_scales_and_goes_away() 
                 .0
         }
     };
-    let primary_pod = created("orders-1").await;
-    assert!(created("orders-2").await < primary_pod && created("orders-3").await < primary_pod);
+    let primary_pod = created(old_primary.clone()).await;
+    for other in ["orders-1", "orders-2", "orders-3"] {
+        if other != old_primary {
+            assert!(
+                created(other.into()).await < primary_pod,
+                "{other} after {old_primary}"
+            );
+        }
+    }
     let rolled = wait_for(
         Duration::from_secs(60),
         "orders Healthy on the new image",
@@ -218,7 +311,7 @@ async fn a_cluster_comes_up_replicates_survives_pod_loss_scales_and_goes_away() 
     // The primary moved to an updated replica before its own turn (primaryUpdateMethod
     // switchover, the default), and the old primary was updated as a replica.
     let moved = rolled.last_switchover.clone().expect("a switchover");
-    assert_eq!(moved.from, "orders-1");
+    assert_eq!(moved.from, old_primary);
     assert!(moved.completed.is_some(), "{moved:?}");
     assert_eq!(rolled.current_primary, Some(moved.to));
     let (_, _, after_roll) = through(&cluster, &client, "orders-rw").await;
@@ -227,7 +320,7 @@ async fn a_cluster_comes_up_replicates_survives_pod_loss_scales_and_goes_away() 
         .await
         .unwrap()
         .get(0);
-    assert_eq!(count, 101);
+    assert_eq!(count, 102);
 
     // 3 → 5: the status says so while it happens, the new replicas clone and join.
     let generation = patch_spec(&clusters, serde_json::json!({"instances": 5})).await;
@@ -390,6 +483,7 @@ async fn leftovers(client: &Client, namespace: &str) -> Vec<String> {
     all.extend(names::<ServiceAccount>(c, namespace, "serviceaccount", OURS).await);
     all.extend(names::<Role>(c, namespace, "role", OURS).await);
     all.extend(names::<RoleBinding>(c, namespace, "rolebinding", OURS).await);
+    all.extend(names::<PodDisruptionBudget>(c, namespace, "poddisruptionbudget", OURS).await);
     let volumes: Api<k8s_openapi::api::core::v1::PersistentVolume> = Api::all(client.clone());
     for pv in volumes.list(&Default::default()).await.unwrap() {
         all.push(format!("persistentvolume/{}", pv.name_any()));
@@ -468,6 +562,7 @@ async fn bad_specs_a_killed_operator_sync_commits_and_parameter_changes() {
             "pginstance/orders-2",
             "pod/orders-1",
             "pod/orders-2",
+            "poddisruptionbudget/orders-primary",
             "pvc/orders-1",
             "pvc/orders-2",
             "role/orders-1",

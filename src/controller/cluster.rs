@@ -9,6 +9,7 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -20,7 +21,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::apply::{apply, prune};
 use super::switchover::under_way as switchover_under_way;
 use super::{Context, Error};
-use super::{agents, backups, drills, failover, lease_watch};
+use super::{agents, backups, drains, drills, failover, lease_watch};
 use crate::api::cluster::{PrimaryUpdateMethod, SWITCHOVER_ANNOTATION};
 use crate::api::instance::InstanceRole;
 use crate::api::{PgBackup, PgCluster, PgClusterStatus, PgInstance};
@@ -45,7 +46,7 @@ pub async fn run(ctx: Arc<Context>) {
     .owns(Api::<PgInstance>::all(client.clone()), ours.clone())
     .owns(Api::<Service>::all(client.clone()), ours.clone())
     .owns(Api::<Secret>::all(client.clone()), ours.clone())
-    .owns(Api::<ConfigMap>::all(client.clone()), ours)
+    .owns(Api::<ConfigMap>::all(client.clone()), ours.clone())
     .watches(
         Api::<PgBackup>::all(client.clone()),
         watcher::Config::default(),
@@ -54,8 +55,14 @@ pub async fn run(ctx: Arc<Context>) {
             Some(ObjectRef::new(&backup.spec.cluster).within(&namespace))
         },
     )
+    .owns(
+        Api::<PodDisruptionBudget>::all(client.clone()),
+        ours.clone(),
+    )
     // A primary Lease that runs out changes nothing the watches see: wake its cluster then.
-    .reconcile_on(lease_watch::expiries(client))
+    .reconcile_on(lease_watch::expiries(client.clone()))
+    // A cordoned node (a drain) may run a primary that must move.
+    .reconcile_all_on(drains::cordons(client))
     .shutdown_on_signal()
     .run(reconcile, error_policy, ctx)
     .for_each(|_| async {})
@@ -236,6 +243,15 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
         }
         None => {}
     }
+    // A drain of the primary's node moves the primary first (its PodDisruptionBudget holds
+    // the eviction meanwhile).
+    if cluster.spec.instances > 1
+        && let Some(node) = drains::cordoned_node(client, &namespace, &primary_name).await?
+    {
+        let why =
+            format!("node {node} is cordoned (a drain): the primary {primary_name} moves off it");
+        request_switchover(&ctx, &cluster, &previous, "", why).await?;
+    }
     // Scale-down that takes the primary's instance moves the primary to one that stays.
     if let Some(to) = scale_down_target(&observed, &primary_name, cluster.spec.instances) {
         let to = to.to_string();
@@ -275,6 +291,15 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
         apply(client, FIELD_MANAGER, secret).await?;
     }
     apply(client, FIELD_MANAGER, &wanted.config_map).await?;
+    for budget in &wanted.disruption_budgets {
+        apply(client, FIELD_MANAGER, budget).await?;
+    }
+    let budgets: Vec<String> = wanted
+        .disruption_budgets
+        .iter()
+        .map(ResourceExt::name_any)
+        .collect();
+    prune::<PodDisruptionBudget>(client, &namespace, &selector, &budgets).await?;
     for service in &wanted.services {
         apply(client, FIELD_MANAGER, service).await?;
     }

@@ -7,6 +7,7 @@ pub(crate) mod apply;
 mod backups;
 pub mod cluster;
 mod context;
+mod drains;
 mod drills;
 mod error;
 mod failover;

@@ -6,8 +6,9 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Secret, Service, ServiceAccount, ServicePort, ServiceSpec,
 };
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use thiserror::Error;
@@ -52,6 +53,9 @@ pub struct Children {
     pub services: Vec<Service>,
     pub secrets: Vec<Secret>,
     pub config_map: ConfigMap,
+    /// With more than one instance the primary's pod may not be evicted (a drain moves the
+    /// primary first); with more than one replica, only one replica's at a time.
+    pub disruption_budgets: Vec<PodDisruptionBudget>,
     /// Each instance pod's identity: a ServiceAccount whose Role lets its agent read its own
     /// orders, write its own status and renew the primary Lease, and nothing else.
     pub identities: Vec<Identity>,
@@ -101,6 +105,7 @@ pub fn children(
             .collect(),
         secrets: secrets(valid, &owner, existing, fresh),
         config_map: config_map(valid, &owner),
+        disruption_budgets: disruption_budgets(valid, &owner),
         identities: (1..=valid.cluster.spec.instances)
             .map(|ordinal| identity(valid, &owner, &names::instance(valid.name, ordinal)))
             .collect(),
@@ -199,6 +204,48 @@ pub fn archive_location(valid: &ValidCluster<'_>, s3: &S3Spec) -> S3Spec {
         ),
         ..s3.clone()
     }
+}
+
+fn disruption_budgets(
+    valid: &ValidCluster<'_>,
+    owner: &OwnerReference,
+) -> Vec<PodDisruptionBudget> {
+    if valid.cluster.spec.instances < 2 {
+        // Nothing to move the primary to: a drain takes it, as it would without us.
+        return Vec::new();
+    }
+    let budget = |role: &str, min_available: i32| {
+        let selector = BTreeMap::from([
+            (names::LABEL_CLUSTER.to_string(), valid.name.to_string()),
+            (names::LABEL_ROLE.to_string(), role.to_string()),
+        ]);
+        PodDisruptionBudget {
+            metadata: meta(
+                valid,
+                owner,
+                format!("{}-{role}", valid.name),
+                "disruption-budget",
+            ),
+            spec: Some(PodDisruptionBudgetSpec {
+                selector: Some(LabelSelector {
+                    match_labels: Some(selector),
+                    ..LabelSelector::default()
+                }),
+                min_available: Some(IntOrString::Int(min_available)),
+                ..PodDisruptionBudgetSpec::default()
+            }),
+            status: None,
+        }
+    };
+    // Counts, not maxUnavailable: the disruption controller can only size a budget in
+    // percentages or maxUnavailable for pods of a workload with a scale subresource, and ours
+    // belong to PgInstances.
+    let replicas = valid.cluster.spec.instances - 1;
+    let mut budgets = vec![budget(names::ROLE_PRIMARY, 1)];
+    if replicas > 1 {
+        budgets.push(budget(names::ROLE_REPLICA, replicas - 1));
+    }
+    budgets
 }
 
 fn service(valid: &ValidCluster<'_>, owner: &OwnerReference, kind: ServiceKind) -> Service {
@@ -747,6 +794,43 @@ mod tests {
             c.spec.replication.synchronous.number = 2;
             assert_eq!(config::synchronous_standby_names("db", &c.spec), expected);
         }
+    }
+
+    #[test]
+    fn disruption_budgets_hold_the_primary_and_all_but_one_replica() {
+        let budgets = |instances: i32| {
+            let c = cluster("db", serde_json::json!({"instances": instances}));
+            plan(&c, &BTreeMap::new())
+                .disruption_budgets
+                .iter()
+                .map(|b| {
+                    let spec = b.spec.clone().unwrap();
+                    let role =
+                        spec.selector.unwrap().match_labels.unwrap()[names::LABEL_ROLE].clone();
+                    (b.metadata.name.clone().unwrap(), role, spec.min_available)
+                })
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            budgets(1).is_empty(),
+            "a lone primary cannot move: a drain takes it"
+        );
+        assert_eq!(
+            budgets(2),
+            [(
+                "db-primary".into(),
+                "primary".into(),
+                Some(IntOrString::Int(1))
+            )]
+        );
+        assert_eq!(
+            budgets(5)[1],
+            (
+                "db-replica".into(),
+                "replica".into(),
+                Some(IntOrString::Int(3))
+            )
+        );
     }
 
     #[test]
