@@ -430,7 +430,7 @@ async fn archiving_backups_retention_and_point_in_time_restores() {
         .patch("orders", &PatchParams::default(), &Patch::Merge(&pause))
         .await
         .unwrap();
-    let newest = wait_for(Duration::from_secs(120), "no backup running", || async {
+    let newest = wait_for(Duration::from_secs(180), "no backup running", || async {
         let all = backups.list(&ListParams::default()).await.ok()?;
         let running = all.items.iter().any(|b| {
             b.spec.cluster == "orders"

@@ -718,6 +718,52 @@ async fn bad_specs_a_killed_operator_sync_commits_and_parameter_changes() {
         "the old primary (orders-1) restarted before the instance that took over"
     );
 
+    // Required spreading: four instances on three nodes run three, on three nodes, and leave
+    // the fourth unscheduled with the scheduler's reason.
+    create(
+        &clusters,
+        "metadata: {name: spread}\nspec:\n  instances: 4\n  storage: {size: 1Gi}\n  \
+         placement: {spreadNodes: required}\n",
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
+    let (nodes, waiting) = wait_for(
+        Duration::from_secs(120),
+        "three spread instances and one unschedulable",
+        || async {
+            let list = pods
+                .list(&ListParams::default().labels("pgha.dev/cluster=spread"))
+                .await
+                .ok()?;
+            let mut nodes = std::collections::BTreeSet::new();
+            let mut waiting = Vec::new();
+            for pod in &list.items {
+                let status = pod.status.clone()?;
+                let unschedulable = status.conditions.iter().flatten().any(|c| {
+                    c.type_ == "PodScheduled" && c.reason.as_deref() == Some("Unschedulable")
+                });
+                if unschedulable {
+                    waiting.push(pod.name_any());
+                } else if status.phase.as_deref() == Some("Running")
+                    && pod
+                        .labels()
+                        .get("app.kubernetes.io/component")
+                        .map(String::as_str)
+                        == Some("instance")
+                {
+                    nodes.insert(pod.spec.clone()?.node_name?);
+                }
+            }
+            (nodes.len() == 3 && waiting.len() == 1).then_some((nodes, waiting))
+        },
+    )
+    .await;
+    println!("spread over {nodes:?}; unschedulable: {waiting:?}");
+    clusters
+        .delete("spread", &DeleteParams::default())
+        .await
+        .unwrap();
+
     // With reclaimPolicy Retain, deleting the cluster keeps the volumes and nothing else.
     patch_spec(
         &clusters,

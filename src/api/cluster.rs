@@ -104,6 +104,36 @@ pub struct PgClusterSpec {
     /// `restart` (the primary restarts in place: seconds without writes).
     #[serde(default)]
     pub primary_update_method: PrimaryUpdateMethod,
+
+    /// How the instances spread over nodes and zones.
+    #[serde(default)]
+    pub placement: PlacementSpec,
+}
+
+/// Where the instances may run.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementSpec {
+    /// One instance per node (`kubernetes.io/hostname`): `preferred` places two on one node
+    /// when there are too few nodes; `required` leaves the extra instance Pending instead.
+    #[serde(default)]
+    pub spread_nodes: Spread,
+    /// Instances spread evenly over the zones of the nodes' `topology.kubernetes.io/zone`
+    /// label: `preferred` (ignored without zone labels) or `required` (a node without the
+    /// label is not used).
+    #[serde(default)]
+    pub spread_zones: Spread,
+}
+
+/// How hard a spread rule is.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Spread {
+    /// The scheduler tries.
+    #[default]
+    Preferred,
+    /// The scheduler refuses a node that breaks the rule.
+    Required,
 }
 
 /// How a rollout reaches the primary.

@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::backup::BackupResult;
-use super::cluster::{RecoverySpec, RetentionSpec};
+use super::cluster::{PlacementSpec, RecoverySpec, RetentionSpec};
 use super::common::{S3Spec, StorageSpec, resources_schema};
 
 /// One Postgres server of a PgCluster. Written by the operator, never by users.
@@ -90,6 +90,9 @@ pub struct PgInstanceSpec {
     /// A base backup the agent is to take (set by the backup controller, one at a time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupRequest>,
+    /// The cluster's `spec.placement`, for the instance's pods.
+    #[serde(default)]
+    pub placement: PlacementSpec,
 }
 
 /// A PgBackup assigned to an instance.

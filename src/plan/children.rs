@@ -186,6 +186,7 @@ fn instances(
                         .then(|| spec.bootstrap.recovery.clone())
                         .flatten(),
                     backup: None,
+                    placement: spec.placement,
                 },
                 status: None,
             }

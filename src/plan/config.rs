@@ -23,6 +23,10 @@ pub const DEFAULT_PARAMETERS: &[(&str, &str)] = &[
     // A replica re-pointed at a new primary (or whose primary came back) reconnects within a
     // quarter second instead of the default 5 s.
     ("wal_retrieve_retry_interval", "250ms"),
+    // With archiving, the newest commit reaches the archive within a minute even when little
+    // is written, and a backup taken on a standby (which waits for its last segment to be
+    // archived) ends within a minute on an idle cluster. Without archiving it does nothing.
+    ("archive_timeout", "60s"),
     ("password_encryption", "scram-sha-256"),
     ("log_destination", "stderr"),
     ("logging_collector", "off"),

@@ -9,7 +9,8 @@ use k8s_openapi::api::core::v1::{
     Affinity, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PersistentVolumeClaimVolumeSource, Pod, PodAffinityTerm, PodAntiAffinity, PodSpec, Probe,
-    SecretVolumeSource, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    SecretVolumeSource, TopologySpreadConstraint, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference,
@@ -17,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::PgInstance;
+use crate::api::cluster::Spread;
 use crate::api::common::ReclaimPolicy;
 use crate::api::instance::InstancePhase;
 use crate::plan::agent::OrderedRole;
@@ -280,7 +282,11 @@ pub fn pod(instance: &PgInstance, owner: &OwnerReference, kind: PodKind) -> Pod 
         metadata: meta(instance, owner, pod_name, component),
         spec: Some(PodSpec {
             service_account_name: Some(names::instance_account(&name)),
-            affinity: Some(spread(cluster, &name)),
+            affinity: Some(spread(cluster, &name, instance.spec.placement.spread_nodes)),
+            topology_spread_constraints: Some(vec![zones(
+                cluster,
+                instance.spec.placement.spread_zones,
+            )]),
             restart_policy: Some(if server { "Always" } else { "Never" }.into()),
             // Enough for the agent's smart and then fast shutdown.
             termination_grace_period_seconds: Some(60),
@@ -294,7 +300,7 @@ pub fn pod(instance: &PgInstance, owner: &OwnerReference, kind: PodKind) -> Pod 
 
 /// Prefer a node without another instance of the cluster, so one lost node takes one
 /// instance. The init pod places the volume (it binds first), so it carries this too.
-fn spread(cluster: &str, instance: &str) -> Affinity {
+fn spread(cluster: &str, instance: &str, how: Spread) -> Affinity {
     let selector = LabelSelector {
         match_labels: Some(BTreeMap::from([(
             names::LABEL_CLUSTER.to_string(),
@@ -306,18 +312,47 @@ fn spread(cluster: &str, instance: &str) -> Affinity {
             values: Some(vec![instance.to_string()]),
         }]),
     };
-    Affinity {
-        pod_anti_affinity: Some(PodAntiAffinity {
+    let term = PodAffinityTerm {
+        label_selector: Some(selector),
+        topology_key: "kubernetes.io/hostname".into(),
+        ..Default::default()
+    };
+    let anti_affinity = match how {
+        Spread::Preferred => PodAntiAffinity {
             preferred_during_scheduling_ignored_during_execution: Some(vec![
                 WeightedPodAffinityTerm {
                     weight: 100,
-                    pod_affinity_term: PodAffinityTerm {
-                        label_selector: Some(selector),
-                        topology_key: "kubernetes.io/hostname".into(),
-                        ..Default::default()
-                    },
+                    pod_affinity_term: term,
                 },
             ]),
+            ..Default::default()
+        },
+        Spread::Required => PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![term]),
+            ..Default::default()
+        },
+    };
+    Affinity {
+        pod_anti_affinity: Some(anti_affinity),
+        ..Default::default()
+    }
+}
+
+/// Even over the nodes' zones, at most one instance more in one zone than in another.
+fn zones(cluster: &str, how: Spread) -> TopologySpreadConstraint {
+    TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: "topology.kubernetes.io/zone".into(),
+        when_unsatisfiable: match how {
+            Spread::Preferred => "ScheduleAnyway",
+            Spread::Required => "DoNotSchedule",
+        }
+        .into(),
+        label_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                names::LABEL_CLUSTER.to_string(),
+                cluster.to_string(),
+            )])),
             ..Default::default()
         }),
         ..Default::default()
@@ -640,6 +675,46 @@ mod tests {
         assert_eq!(d.requeue, Some(Duration::from_secs(15)));
         assert_eq!(init_backoff(0), Duration::from_secs(10));
         assert_eq!(init_backoff(9), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn placement_is_preferred_unless_required() {
+        let owner = OwnerReference::default();
+        let mut instance = instance(OrderedRole::Replica, true, None);
+        let spec = super::pod(&instance, &owner, PodKind::Init).spec.unwrap();
+        let anti = spec.affinity.unwrap().pod_anti_affinity.unwrap();
+        assert!(
+            anti.required_during_scheduling_ignored_during_execution
+                .is_none()
+        );
+        assert_eq!(
+            anti.preferred_during_scheduling_ignored_during_execution
+                .unwrap()
+                .len(),
+            1
+        );
+        let zones = &spec.topology_spread_constraints.unwrap()[0];
+        assert_eq!(
+            (
+                zones.topology_key.as_str(),
+                zones.when_unsatisfiable.as_str()
+            ),
+            ("topology.kubernetes.io/zone", "ScheduleAnyway")
+        );
+        instance.spec.placement.spread_nodes = Spread::Required;
+        instance.spec.placement.spread_zones = Spread::Required;
+        let spec = super::pod(&instance, &owner, PodKind::Server).spec.unwrap();
+        let anti = spec.affinity.unwrap().pod_anti_affinity.unwrap();
+        let required = anti
+            .required_during_scheduling_ignored_during_execution
+            .unwrap();
+        assert_eq!(required[0].topology_key, "kubernetes.io/hostname");
+        assert!(
+            anti.preferred_during_scheduling_ignored_during_execution
+                .is_none()
+        );
+        let zones = &spec.topology_spread_constraints.unwrap()[0];
+        assert_eq!(zones.when_unsatisfiable, "DoNotSchedule");
     }
 
     #[test]
