@@ -36,7 +36,7 @@ use peers::{Peers, timed};
 use pgha::agent::settings::ArchiveCommands;
 use pgha::agent::{Desired, Settings};
 use pgha::plan::wal::parse_lsn;
-use report::{mb_per_s, secs};
+use report::{knob, mb_per_s, secs};
 use s3::{BUCKET, S3};
 use tokio_postgres::Client;
 
@@ -47,13 +47,6 @@ const ROUNDS: usize = 3;
 /// The tools, in the order of the report, and the instance each restores into.
 const TOOLS: [&str; 4] = ["pgha", "pg_basebackup", "barman-cloud", "pgBackRest"];
 const RESTORED: [&str; 4] = ["pgha", "", "barman", "pgbackrest"];
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {

@@ -44,20 +44,13 @@ use kube::api::{Api, PostParams};
 use pgha::api::backup::BackupPhase;
 use pgha::api::{PgBackup, PgCluster};
 use pgha::archive::{Store, StoreConfig, catalog};
-use report::{mb_per_s, secs};
+use report::{knob, mb_per_s, secs};
 use s3::{BUCKET, S3};
 use writer::{Target, connect};
 
 const PGHA: &str = env!("CARGO_BIN_EXE_pgha");
 const NS: &str = "shop";
 const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
-
-fn knob(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The store file of the cluster `src`'s archive, for the CLI.
 fn store_file(s3: &S3, dir: &Path) -> PathBuf {

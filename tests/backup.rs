@@ -98,6 +98,17 @@ fn condition(cluster: &PgCluster, type_: &str) -> Option<(String, String)> {
         .map(|c| (c.status.clone(), c.message.clone()))
 }
 
+/// The message of `orders`' condition `type_` once it is False.
+async fn until_false(clusters: &Api<PgCluster>, type_: &str, within: Duration) -> String {
+    let what = format!("{type_} False");
+    wait_for(within, &what, || async {
+        let c = clusters.get("orders").await.ok()?;
+        let (status, message) = condition(&c, type_)?;
+        (status == "False").then_some(message)
+    })
+    .await
+}
+
 /// Inserts `rows` into `marks`, one commit each.
 async fn mark(db: &tokio_postgres::Client, rows: std::ops::RangeInclusive<i32>) {
     for n in rows {
@@ -303,16 +314,7 @@ async fn archiving_backups_retention_and_point_in_time_restores() {
     let down = std::time::Instant::now();
     mark(&db, 11..=12).await;
     su.execute("SELECT pg_switch_wal()", &[]).await.unwrap();
-    let failing = wait_for(
-        Duration::from_secs(90),
-        "ContinuousArchiving False",
-        || async {
-            let c = clusters.get("orders").await.ok()?;
-            let (status, message) = condition(&c, "ContinuousArchiving")?;
-            (status == "False").then_some(message)
-        },
-    )
-    .await;
+    let failing = until_false(&clusters, "ContinuousArchiving", Duration::from_secs(90)).await;
     println!("S3 down for {:.1?}: {failing}", down.elapsed());
     tokio::time::sleep(Duration::from_secs(60).saturating_sub(down.elapsed())).await;
     s3.resume();
@@ -466,16 +468,7 @@ async fn archiving_backups_retention_and_point_in_time_restores() {
         )
         .await
         .unwrap();
-    let failed = wait_for(
-        Duration::from_secs(180),
-        "a failed restore drill",
-        || async {
-            let c = clusters.get("orders").await.ok()?;
-            let (state, message) = condition(&c, "RestoreVerified")?;
-            (state == "False").then_some(message)
-        },
-    )
-    .await;
+    let failed = until_false(&clusters, "RestoreVerified", Duration::from_secs(180)).await;
     println!("restore drill on a damaged archive: {failed}");
     assert!(failed.contains("corrupt"), "{failed}");
     let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), NS)

@@ -3,6 +3,14 @@
 
 use std::time::Duration;
 
+/// A size knob from the environment (for a quick try), else `default`.
+pub fn knob(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 pub fn pg_version() -> String {
     let bin = pgha::agent::pgbin::find_bin_dir().unwrap();
     let out = std::process::Command::new(bin.join("postgres"))

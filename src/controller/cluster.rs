@@ -12,14 +12,14 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::ListParams;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Resource, ResourceExt};
 
 use super::apply::{apply, prune};
-use super::switchover::under_way as switchover_under_way;
+use super::switchover::{self, under_way as switchover_under_way};
 use super::{Context, Error};
 use super::{agents, backups, drains, drills, failover, lease_watch};
 use crate::api::cluster::{PrimaryUpdateMethod, SWITCHOVER_ANNOTATION};
@@ -431,16 +431,7 @@ async fn request_switchover(
     if asked || busy || refused_lately(previous, Utc::now()) {
         return Ok(());
     }
-    let namespace = cluster.namespace().unwrap_or_default();
-    let clusters: Api<PgCluster> = Api::namespaced(ctx.client.clone(), &namespace);
-    let patch = serde_json::json!({"metadata": {"annotations": {SWITCHOVER_ANNOTATION: to}}});
-    clusters
-        .patch(
-            &cluster.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
+    switchover::annotate(ctx, cluster, Some(to)).await?;
     ctx.event(&cluster.object_ref(&()), false, "SwitchoverRequested", why)
         .await;
     Ok(())

@@ -106,8 +106,16 @@ pub async fn step(
     decision.last_switchover = Some(record);
     // Recorded first, then the request is taken away: a new leader resumes from the status.
     persist(ctx, cluster, namespace, decision).await?;
-    let clusters: Api<PgCluster> = Api::namespaced(ctx.client.clone(), namespace);
-    let patch = json!({"metadata": {"annotations": {SWITCHOVER_ANNOTATION: null}}});
+    annotate(ctx, cluster, None).await?;
+    Ok(target.is_ok())
+}
+
+/// Sets the switchover request on `cluster` (`to`: an instance, or empty for the most
+/// caught-up replica), or takes it away (`None`).
+pub async fn annotate(ctx: &Context, cluster: &PgCluster, to: Option<&str>) -> Result<(), Error> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let clusters: Api<PgCluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let patch = json!({"metadata": {"annotations": {SWITCHOVER_ANNOTATION: to}}});
     clusters
         .patch(
             &cluster.name_any(),
@@ -115,7 +123,7 @@ pub async fn step(
             &Patch::Merge(&patch),
         )
         .await?;
-    Ok(target.is_ok())
+    Ok(())
 }
 
 /// The old primary fences; once it has handed its Lease back, the target takes it.
