@@ -21,8 +21,12 @@ mod eventually;
 #[path = "../tests/common/faults.rs"]
 mod faults;
 #[allow(dead_code)]
+#[path = "support/ha.rs"]
+mod ha;
+#[allow(dead_code)]
 #[path = "../tests/common/operator.rs"]
 mod install;
+#[allow(dead_code)]
 #[path = "support/patroni.rs"]
 mod patroni;
 #[allow(dead_code)]
@@ -32,40 +36,23 @@ mod report;
 #[path = "../tests/common/writer.rs"]
 mod writer;
 
-use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
-use kube::ResourceExt;
-use kube::api::{Api, PostParams};
-use pgha::api::cluster::{Failover, PgClusterStatus};
-use pgha::api::instance::{InstanceRole, PgInstanceStatus};
-use pgha::api::{PgCluster, PgInstance};
-use pgha_e2e::Cluster;
+use pgha::api::cluster::Failover;
 
 use eventually::eventually as wait_for;
 use faults::{Kind, inject, undo};
+use ha::{Client, EVERY, NS, Pgha, Seen, within};
 use patroni::{Patroni, Settings};
 use report::{max, median, secs};
-use writer::{Target, Writer, connect, missing};
 
-const EVERY: Duration = Duration::from_millis(20);
-const NS: &str = "shop";
 /// The issue's goal at pgha's default settings, for every fault.
 const GOAL_MEDIAN: Duration = Duration::from_secs(5);
 const GOAL_MAX: Duration = Duration::from_secs(8);
 
 /// One fault as the client saw it.
 struct Run {
-    /// Fault → the acknowledged write that ended the outage: the first on the new primary.
-    first_write: Duration,
-    /// The longest time without an acknowledged write after the fault.
-    outage: Duration,
-    /// Acknowledged rows the new primary does not have.
-    lost: usize,
+    seen: Seen,
     /// Whether a replica took over (pgha may restart the primary in place instead).
     failed_over: bool,
     /// pgha only: where the time went.
@@ -79,93 +66,6 @@ struct Series {
     runs: Vec<Run>,
     /// Runs after which the cluster did not recover: what did not happen.
     failures: Vec<String>,
-}
-
-/// Like `wait_for`, but a failed run instead of a panic when `limit` passes.
-async fn within<T, F, Fut>(limit: Duration, what: &str, check: F) -> Result<T, String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    tokio::time::timeout(limit, wait_for(limit * 2, what, check))
-        .await
-        .map_err(|_| format!("no {what} within {} s", limit.as_secs()))
-}
-
-/// The writer of one side, and how far its rows have been checked for losses.
-struct Client {
-    writer: Writer,
-    target: Target,
-    checked: usize,
-}
-
-impl Client {
-    async fn start(target: Target) -> Self {
-        Self {
-            writer: Writer::start(target.clone(), EVERY).await,
-            target,
-            checked: 0,
-        }
-    }
-
-    /// Returns once a write is acknowledged after `since`: the outage is over.
-    async fn wait_for_write(&self, since: Instant) -> Result<(), String> {
-        within(Duration::from_secs(60), "write after the fault", || async {
-            self.writer.first_ack_after(since)
-        })
-        .await
-        .map(drop)
-    }
-
-    /// What the client saw of the fault at `at`, once the cluster is whole again; `primary`
-    /// is the (new) primary's address. Checks the rows acknowledged since the last run.
-    async fn run(&mut self, at: Instant, primary: (&str, u16), failed_over: bool) -> Run {
-        // A few more writes, so that the outage surely ended before `until`.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let until = Instant::now();
-        let outage = self.writer.longest_gap(at, until);
-        let first_write = end_of_gap(&self.writer, at, until, outage) - at;
-        let acked = self.writer.acked();
-        let on_new = connect(&self.target, primary.0, primary.1)
-            .await
-            .expect("a connection to the new primary");
-        let lost = missing(&on_new, &acked[self.checked..]).await.len();
-        self.checked = acked.len();
-        Run {
-            first_write,
-            outage,
-            lost,
-            failed_over,
-            parts: None,
-        }
-    }
-}
-
-/// When the write that ended the gap of `length` after `at` was acknowledged. The writer hands
-/// out its acknowledgements one at a time; a gap is measured from `at` as `longest_gap` does.
-fn end_of_gap(writer: &Writer, at: Instant, until: Instant, length: Duration) -> Instant {
-    let acks: Vec<Instant> = std::iter::successors(Some(at), |t| writer.first_ack_after(*t))
-        .take_while(|t| *t <= until)
-        .collect();
-    acks.windows(2)
-        .find(|w| w[1] - w[0] == length)
-        .map(|w| w[1])
-        .expect("the outage ended before the cluster was whole again")
-}
-
-/// Copies `dir` to target/failover-logs/`name` when a run failed, before its owner deletes it.
-fn keep_logs_on_panic(dir: &Path, name: &str) {
-    if !std::thread::panicking() {
-        return;
-    }
-    let to = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/failover-logs");
-    let _ = std::fs::create_dir_all(&to);
-    let _ = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(dir)
-        .arg(to.join(name))
-        .status();
-    eprintln!("logs kept in {}", to.join(name).display());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -216,15 +116,19 @@ async fn patroni_run(patroni: &mut Patroni, client: &mut Client, settings: Setti
     })
     .await;
     let (host, port) = patroni.postgres(new);
-    let run = client.run(at, (&host, port), true).await;
+    let run = Run {
+        seen: client.seen(at, (&host, port)).await,
+        failed_over: true,
+        parts: None,
+    };
     println!(
         "Patroni ({}): {} → {}, first write after {}, outage {}, {} rows lost",
         settings.label(),
         patroni.name(leader),
         patroni.name(new),
-        secs(run.first_write),
-        secs(run.outage),
-        run.lost
+        secs(run.seen.first_write),
+        secs(run.seen.outage),
+        run.seen.lost
     );
     run
 }
@@ -277,62 +181,7 @@ fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
     }
 }
 
-/// The operator on cluster index 11 with one PgCluster at a time; a cluster that fails a run
-/// is replaced by a new one (`orders`, `orders2`, …) so that the other runs go on.
-struct Pgha {
-    name: String,
-    generation: usize,
-    client: Client,
-    kube: kube::Client,
-    clusters: Api<PgCluster>,
-    instances: Api<PgInstance>,
-    cluster: Cluster,
-}
-
-impl Drop for Pgha {
-    fn drop(&mut self) {
-        keep_logs_on_panic(&self.cluster.state_dir().join("pods"), "pgha-pods");
-    }
-}
-
 impl Pgha {
-    async fn start() -> Self {
-        let (cluster, kube) = install::installed(11).await;
-        let clusters: Api<PgCluster> = Api::namespaced(kube.clone(), NS);
-        let client = create(&cluster, &kube, "orders").await;
-        Self {
-            name: "orders".into(),
-            generation: 1,
-            client,
-            instances: Api::namespaced(kube.clone(), NS),
-            clusters,
-            kube,
-            cluster,
-        }
-    }
-
-    /// Deletes the current PgCluster and goes on with a new one.
-    async fn replace(&mut self) {
-        let _ = self.clusters.delete(&self.name, &Default::default()).await;
-        let gone = within(Duration::from_secs(120), "PgCluster deleted", || async {
-            let pods: Api<Pod> = Api::namespaced(self.kube.clone(), NS);
-            let list = pods.list(&Default::default()).await.ok()?;
-            let prefix = format!("{}-", self.name);
-            (!list.items.iter().any(|p| p.name_any().starts_with(&prefix))).then_some(())
-        })
-        .await;
-        if let Err(e) = gone {
-            println!("{}: {e}; going on beside it", self.name);
-        }
-        self.generation += 1;
-        self.name = format!("orders{}", self.generation);
-        self.client = create(&self.cluster, &self.kube, &self.name).await;
-    }
-
-    async fn status(&self) -> Option<PgClusterStatus> {
-        self.clusters.get(&self.name).await.ok()?.status
-    }
-
     /// One fault on the primary, then back to Healthy: either a replica took over and the
     /// old primary follows it, or the old primary came back in place (its pod re-created or
     /// restarted before its Lease ran out). Err says what did not happen.
@@ -348,13 +197,17 @@ impl Pgha {
         let endpoint = self.instances.get(&new).await.unwrap().status.unwrap();
         let endpoint = endpoint.endpoint.unwrap();
         let primary = (endpoint.host.as_str(), endpoint.port);
-        let mut run = self.client.run(at, primary, new != old).await;
+        let mut run = Run {
+            seen: self.client.seen(at, primary).await,
+            failed_over: new != old,
+            parts: None,
+        };
         let how = if new == old {
             "restarted in place".to_string()
         } else {
             let failover = self.status().await.unwrap().last_failover.unwrap();
             assert_eq!((&failover.from, &failover.to), (&old, &new));
-            let parts = self.parts(&failover, at_wall, run.first_write).await;
+            let parts = self.parts(&failover, at_wall, run.seen.first_write).await;
             run.parts = Some(parts);
             format!(
                 "{}; detection {:.2} s, promotion {:.2} s, switch {:.2} s",
@@ -363,9 +216,9 @@ impl Pgha {
         };
         println!(
             "pgha {kind:?}: {old} → {new}, first write after {}, outage {}, {} rows lost ({how})",
-            secs(run.first_write),
-            secs(run.outage),
-            run.lost,
+            secs(run.seen.first_write),
+            secs(run.seen.outage),
+            run.seen.lost,
         );
         Ok(run)
     }
@@ -385,50 +238,6 @@ impl Pgha {
         self.client.wait_for_write(Instant::now()).await
     }
 
-    /// The primary once the cluster is whole and stays so for 3 s (a failover may follow a
-    /// restart in place): Healthy, no failover under way, every other instance a ready
-    /// replica on the primary's timeline.
-    async fn settle(&self) -> Result<String, String> {
-        loop {
-            // A rejoin (rewind or re-clone of this small database) takes seconds.
-            let limit = Duration::from_secs(90);
-            let primary = within(limit, "whole cluster", || self.whole()).await?;
-            tokio::time::sleep(Duration::from_secs(3)).await;
-            if self.whole().await.as_ref() == Some(&primary) {
-                return Ok(primary);
-            }
-        }
-    }
-
-    async fn whole(&self) -> Option<String> {
-        let cluster = install::healthy(&self.clusters, &self.name, 3).await?;
-        let status = cluster.status?;
-        let primary = status
-            .current_primary
-            .filter(|_| status.failover.is_none())?;
-        let list = self.instances.list(&Default::default()).await.ok()?;
-        let statuses: Vec<(String, PgInstanceStatus)> = list
-            .items
-            .into_iter()
-            .filter(|i| i.name_any().starts_with(&format!("{}-", self.name)))
-            .map(|i| Some((i.name_any(), i.status?)))
-            .collect::<Option<_>>()?;
-        let timeline = statuses
-            .iter()
-            .find(|(name, _)| *name == primary)?
-            .1
-            .timeline;
-        let follows = |(name, s): &(String, PgInstanceStatus)| {
-            let role = if *name == primary {
-                InstanceRole::Primary
-            } else {
-                InstanceRole::Replica
-            };
-            s.ready && s.role == Some(role) && s.timeline.is_some() && s.timeline == timeline
-        };
-        statuses.iter().all(follows).then_some(primary)
-    }
-
     async fn parts(&self, failover: &Failover, at: SystemTime, first_write: Duration) -> Parts {
         let started = self.precise(&failover.started, "FailoverStarted").await;
         let completed = failover.completed.as_ref().expect("a completed failover");
@@ -439,85 +248,10 @@ impl Pgha {
             switch: seconds_between(completed, at + first_write),
         }
     }
-
-    /// A status time refined to the microsecond: Kubernetes writes RFC 3339 times in whole
-    /// seconds, but the Event the operator records with each step carries microseconds. The
-    /// Event's time is used when it falls in that second or the next (it follows the status
-    /// by milliseconds).
-    async fn precise(&self, second: &Time, reason: &str) -> SystemTime {
-        let coarse = second.0;
-        let fine = self.last_event(reason).await.filter(|t| {
-            let after = t.as_millisecond() - coarse.as_millisecond();
-            (0..2000).contains(&after)
-        });
-        SystemTime::from(fine.unwrap_or(coarse))
-    }
-
-    /// When the operator last recorded the Event `reason` for the cluster.
-    async fn last_event(&self, reason: &str) -> Option<Timestamp> {
-        let events: Api<Event> = Api::namespaced(self.kube.clone(), NS);
-        let list = events.list(&Default::default()).await.ok()?;
-        let ours =
-            |e: &Event| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(&self.name);
-        list.items
-            .into_iter()
-            .filter(|e| e.reason.as_deref() == Some(reason) && ours(e))
-            .filter_map(|e| Some(e.series.map(|s| s.last_observed_time).or(e.event_time)?.0))
-            .max()
-    }
-
-    /// Saves what a person needs to see why a run failed: the pods' logs, the PgCluster and
-    /// PgInstances, the Leases and the Events, under target/failover-logs/`label`.
-    fn keep_evidence(&self, label: &str) {
-        let to = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("target/failover-logs")
-            .join(label);
-        std::fs::create_dir_all(&to).unwrap();
-        let pods = self.cluster.state_dir().join("pods");
-        let copied = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(pods)
-            .arg(&to)
-            .status();
-        assert!(copied.is_ok_and(|s| s.success()), "copying the pods' logs");
-        let get =
-            |what: &str| install::kubectl(&self.cluster, &["-n", NS, "get", what, "-o", "yaml"]);
-        let state = [
-            "pgclusters",
-            "pginstances",
-            "leases",
-            "pods",
-            "events.events.k8s.io",
-        ]
-        .map(get)
-        .join("\n---\n");
-        std::fs::write(to.join("state.yaml"), state).unwrap();
-        println!("evidence kept in {}", to.display());
-    }
-}
-
-/// Creates the PgCluster `name` (3 instances, quorum 1, default failover settings), waits
-/// until it is Healthy and starts the writer on its `-rw` Service.
-async fn create(cluster: &Cluster, kube: &kube::Client, name: &str) -> Client {
-    let clusters: Api<PgCluster> = Api::namespaced(kube.clone(), NS);
-    let spec = format!(
-        "metadata: {{name: {name}}}\nspec:\n  instances: 3\n  storage: {{size: 1Gi}}\n  \
-         replication: {{synchronous: {{mode: quorum, number: 1}}}}\n"
-    );
-    let resource: PgCluster = serde_saphyr::from_str(&spec).unwrap();
-    clusters
-        .create(&PostParams::default(), &resource)
-        .await
-        .unwrap();
-    wait_for(Duration::from_secs(180), "the PgCluster Healthy", || {
-        install::healthy(&clusters, name, 3)
-    })
-    .await;
-    Client::start(Target::rw(cluster, kube, NS, name, "app").await).await
 }
 
 async fn pgha_side(runs: usize) -> Vec<Series> {
-    let mut pgha = Pgha::start().await;
+    let mut pgha = Pgha::start(11).await;
     let mut done: Vec<Series> = Kind::ALL
         .into_iter()
         .map(|kind| Series {
@@ -551,11 +285,11 @@ async fn pgha_side(runs: usize) -> Vec<Series> {
 // Report
 
 fn first_writes(series: &Series) -> Vec<Duration> {
-    series.runs.iter().map(|r| r.first_write).collect()
+    series.runs.iter().map(|r| r.seen.first_write).collect()
 }
 
 fn lost(series: &Series) -> usize {
-    series.runs.iter().map(|r| r.lost).sum()
+    series.runs.iter().map(|r| r.seen.lost).sum()
 }
 
 /// `statistic` of `values` in seconds, or a dash when no run succeeded.
@@ -583,7 +317,7 @@ fn results_table(all: &[Series]) -> String {
          |---|---|---|---|---|---|---|---|---|\n",
     );
     for s in all {
-        let outages: Vec<Duration> = s.runs.iter().map(|r| r.outage).collect();
+        let outages: Vec<Duration> = s.runs.iter().map(|r| r.seen.outage).collect();
         table += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             s.fault,

@@ -23,7 +23,7 @@ mod writer;
 
 use eventually::eventually as wait_for;
 use faults::{Kind, inject, undo};
-use install::{create, healthy, installed, leader, ready_because};
+use install::{create, healthy, installed, leader, pgha_switchover, ready_because};
 use writer::{Target, Writer, connect, missing, pgbench};
 
 const NS: &str = "shop";
@@ -197,25 +197,6 @@ async fn settled(
     outage
 }
 
-/// `pgha switchover`, as a DBA runs it; Err carries what it printed when it failed.
-async fn pgha_switchover(cluster: &Cluster, to: Option<&str>) -> Result<String, String> {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgha"));
-    command
-        .args(["switchover", "orders", "-n", NS, "--kubeconfig"])
-        .arg(cluster.kubeconfig());
-    if let Some(to) = to {
-        command.args(["--to", to]);
-    }
-    let out = command.output().await.unwrap();
-    let said =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    if out.status.success() {
-        Ok(said)
-    } else {
-        Err(said)
-    }
-}
-
 /// A planned switchover (to `to`, or to whom the operator picks): the same checks as a
 /// failover. Returns the write gap.
 async fn switch_over(
@@ -228,7 +209,7 @@ async fn switch_over(
     let clusters: Api<PgCluster> = Api::namespaced(client.clone(), NS);
     let old = primary_of(&clusters, "orders").await;
     let at = Instant::now();
-    let said = pgha_switchover(cluster, to).await.unwrap();
+    let said = pgha_switchover(cluster, NS, "orders", to).await.unwrap();
     let new = primary_of(&clusters, "orders").await;
     assert_ne!(new, old, "{said}");
     if let Some(to) = to {
@@ -329,7 +310,9 @@ async fn every_fault_on_the_primary_fails_over_without_losing_an_acknowledged_ro
         .unwrap();
     cluster.fault(&pod(frozen), None, Fault::Freeze).unwrap();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let refused = pgha_switchover(&cluster, Some(frozen)).await.unwrap_err();
+    let refused = pgha_switchover(&cluster, NS, "orders", Some(frozen))
+        .await
+        .unwrap_err();
     assert!(refused.contains("refused"), "{refused}");
     assert!(refused.contains(frozen), "{refused}");
     assert_eq!(primary_of(&clusters, "orders").await, primary);

@@ -19,6 +19,7 @@ use pgha::api::{PgCluster, PgInstance};
 
 #[path = "common/eventually.rs"]
 mod eventually;
+#[allow(dead_code)]
 #[path = "common/operator.rs"]
 mod install;
 

@@ -317,6 +317,28 @@ impl Patroni {
         None
     }
 
+    /// `patronictl switchover` from `leader` to `candidate`, as a DBA runs it; returns what it
+    /// printed, Err when it failed.
+    pub async fn switchover(&self, leader: usize, candidate: usize) -> Result<String, String> {
+        let out = tokio::process::Command::new("patronictl")
+            .arg("-c")
+            .arg(self.members[leader].dir.join("patroni.yml"))
+            .args(["switchover", "--force", "--leader"])
+            .arg(&self.members[leader].name)
+            .arg("--candidate")
+            .arg(&self.members[candidate].name)
+            .output()
+            .await
+            .map_err(|e| format!("patronictl: {e}"))?;
+        let said = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        if out.status.success() && said.contains("Successfully switched over") {
+            Ok(said)
+        } else {
+            Err(format!("patronictl switchover: {said}"))
+        }
+    }
+
     pub fn kill(&mut self, member: usize) {
         self.members[member].kill();
     }
@@ -328,7 +350,7 @@ impl Patroni {
 
 impl Drop for Patroni {
     fn drop(&mut self) {
-        crate::keep_logs_on_panic(self.dir.path(), "patroni");
+        crate::ha::keep_logs_on_panic(self.dir.path(), "patroni");
         for member in &mut self.members {
             member.kill();
         }

@@ -2,13 +2,14 @@
 //! with the pod's ServiceAccount, and what it observes goes to that PgInstance's status —
 //! server-side applied under its own field manager, and only when it changed.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::json;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::error::{AgentError, Result};
@@ -27,6 +28,8 @@ pub struct ApiOrders {
     namespace: String,
     name: String,
     watch: JoinHandle<()>,
+    /// Signalled on every change the watch sees.
+    changed: Arc<Notify>,
 }
 
 impl Drop for ApiOrders {
@@ -45,10 +48,17 @@ impl ApiOrders {
         let api: Api<PgInstance> = Api::namespaced(client, namespace);
         let (store, writer) = reflector::store();
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let changed = Arc::new(Notify::new());
         let events = reflector::reflector(writer, watcher(api, config))
             .default_backoff()
             .applied_objects()
-            .for_each(|_| async {});
+            .for_each({
+                let changed = changed.clone();
+                move |_| {
+                    changed.notify_one();
+                    async {}
+                }
+            });
         let watch = tokio::spawn(events);
         store
             .wait_until_ready()
@@ -59,7 +69,13 @@ impl ApiOrders {
             namespace: namespace.to_string(),
             name: name.to_string(),
             watch,
+            changed,
         })
+    }
+
+    /// Returns at the next change of the orders (at once if one came since the last call).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     pub fn read(&self) -> Result<Orders> {
@@ -102,8 +118,25 @@ pub struct StatusWriter {
 }
 
 /// Unchanged fields are written again this often: the instance controller overrides `ready`
-/// while the pod is not ready, and only the agent's next write sets it back.
+/// while the pod is not ready, and only the agent's next write sets it back. WAL positions
+/// that moved are written no more often either: under writes they change every second, each
+/// write wakes the cluster's reconcile, and every decision that needs them fresh asks the
+/// agents directly.
 const REWRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Status fields that change with every write on the primary.
+const WAL_POSITIONS: [&str; 3] = ["currentLsn", "receivedLsn", "lagBytes"];
+
+/// `fields` without the WAL positions.
+fn settled(fields: &serde_json::Value) -> serde_json::Value {
+    let mut fields = fields.clone();
+    if let Some(map) = fields.as_object_mut() {
+        for key in WAL_POSITIONS {
+            map.remove(key);
+        }
+    }
+    fields
+}
 
 impl StatusWriter {
     pub fn new(client: Client, namespace: &str, name: &str, endpoint: Endpoint) -> Self {
@@ -156,7 +189,9 @@ impl StatusWriter {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .is_some_and(|(last, at)| *last == fields && at.elapsed() < REWRITE_EVERY);
+            .is_some_and(|(last, at)| {
+                settled(last) == settled(&fields) && at.elapsed() < REWRITE_EVERY
+            });
         if fresh {
             return Ok(());
         }

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::Client;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::Agent;
@@ -40,6 +41,10 @@ pub struct LeaseKeeper {
     /// This run of the agent, marked on every renewal.
     run: String,
     state: Mutex<KeeperState>,
+    /// Wakes the keeper's loop: the orders or the instance changed.
+    wake: Notify,
+    /// Signalled after every successful renewal.
+    renewed: Notify,
 }
 
 struct KeeperState {
@@ -68,6 +73,8 @@ impl LeaseKeeper {
                 annotations: BTreeMap::new(),
                 renewed_once: false,
             }),
+            wake: Notify::new(),
+            renewed: Notify::new(),
         })
     }
 
@@ -75,8 +82,49 @@ impl LeaseKeeper {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// What the orders ask of the Lease; a change is acted on at once.
     pub fn want(&self, wanted: Wanted) {
-        self.lock().wanted = wanted;
+        let changed = {
+            let mut state = self.lock();
+            let changed = state.wanted != wanted;
+            state.wanted = wanted;
+            changed
+        };
+        if changed {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Right after a fence: hands the Lease back now if the orders ask for it, before the
+    /// agent reports the fence (the operator acts on whichever it sees first).
+    pub async fn fenced(&self, agent: &Agent) {
+        let wanted = self.lock().wanted.clone();
+        if let Wanted::Release(lease) = wanted {
+            self.hand_back(agent, &lease).await;
+        }
+    }
+
+    async fn hand_back(&self, agent: &Agent, lease: &PrimaryLease) {
+        self.lock().held_until = None;
+        // Only once no Postgres process is left: the fence is complete.
+        if agent.is_fenced() && agent.postmaster_pid().is_none() {
+            self.release(lease).await;
+        }
+    }
+
+    /// Waits up to `limit` for this agent to hold the Lease: the operator has just handed it
+    /// over, and the keeper's first renewal takes it.
+    pub async fn holds_within(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let renewed = self.renewed.notified();
+            if self.holding() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, renewed).await.is_err() {
+                return self.holding();
+            }
+        }
     }
 
     /// Whether this agent holds the Lease now.
@@ -117,11 +165,7 @@ impl LeaseKeeper {
             let pause = match &wanted {
                 Wanted::Hold(lease) => self.renew(&agent, lease).await,
                 Wanted::Release(lease) => {
-                    self.lock().held_until = None;
-                    // Only once no Postgres process is left: the fence is complete.
-                    if agent.is_fenced() && agent.postmaster_pid().is_none() {
-                        self.release(lease).await;
-                    }
+                    self.hand_back(&agent, lease).await;
                     renew_every(lease)
                 }
                 Wanted::Nothing => {
@@ -129,7 +173,10 @@ impl LeaseKeeper {
                     Duration::from_millis(100)
                 }
             };
-            tokio::time::sleep(pause).await;
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = self.wake.notified() => {}
+            }
         }
     }
 
@@ -164,6 +211,8 @@ impl LeaseKeeper {
                 let mut state = self.lock();
                 state.held_until = Some(sent + holds_for(lease));
                 state.renewed_once = true;
+                drop(state);
+                self.renewed.notify_waiters();
             }
             Ok(Ok(false)) => {
                 self.lock().held_until = None;

@@ -49,11 +49,18 @@ impl OrdersSource {
         }
     }
 
-    fn poll(&self) -> Duration {
+    /// Returns when the orders should be read again: after the file's poll interval, or at
+    /// the next change the watch sees (and at least every 200 ms, for the agent's own
+    /// periodic work).
+    async fn next(&self) {
         match self {
-            Self::File(file) => file.poll,
-            // The watch keeps the orders current; reading them is a memory access.
-            Self::Api(_) => Duration::from_millis(200),
+            Self::File(file) => tokio::time::sleep(file.poll).await,
+            Self::Api(api) => {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                    () = api.changed() => {}
+                }
+            }
         }
     }
 }
@@ -113,7 +120,7 @@ pub async fn run(
         let mut last_report = std::time::Instant::now();
         let mut last_tidy = std::time::Instant::now();
         loop {
-            tokio::time::sleep(orders.poll()).await;
+            orders.next().await;
             let mut acted = false;
             match orders.read() {
                 Ok(wanted) => {
@@ -237,10 +244,22 @@ async fn step(
     // handed it over.
     let leads = matches!(step, Step::Promote)
         || (step == Step::Unfence && orders.role == OrderedRole::Primary);
-    if step == Step::Nothing || (leads && !may_lead(keeper, orders)) {
+    if step == Step::Nothing {
         return false;
     }
+    if leads && !may_lead(keeper, orders) {
+        // The operator hands the Lease over just before the orders change; the keeper's next
+        // renewal takes it, and waiting for that here saves a turn of the loop.
+        let soon = match keeper {
+            Some(keeper) => keeper.holds_within(Duration::from_secs(1)).await,
+            None => false,
+        };
+        if !soon {
+            return false;
+        }
+    }
     tracing::info!(?step, instance = %agent.settings().name, "carrying out orders");
+    let fencing = step == Step::Fence;
     let result = match step {
         Step::Nothing => Ok(()),
         Step::Fence => agent.fence().await.map(drop),
@@ -259,6 +278,9 @@ async fn step(
     };
     if let Err(e) = result {
         tracing::error!(error = %e, "step failed; retrying at the next poll");
+    }
+    if let Some(keeper) = keeper.filter(|_| fencing) {
+        keeper.fenced(agent).await;
     }
     true
 }

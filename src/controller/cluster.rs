@@ -7,15 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::StreamExt;
+use futures::future::try_join_all;
+use futures::{StreamExt, try_join};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::ListParams;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 
 use super::apply::{apply, prune};
@@ -39,34 +40,70 @@ pub const FIELD_MANAGER: &str = "pgha/cluster";
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let ours = watcher::Config::default().labels(&format!("{}=pgha", names::LABEL_MANAGED_BY));
-    Controller::new(
-        Api::<PgCluster>::all(client.clone()),
-        watcher::Config::default(),
+    let (reader, writer) = reflector::store();
+    let clusters = reflector::reflector(
+        writer,
+        watcher(Api::<PgCluster>::all(client.clone()), Default::default()),
     )
-    .owns(Api::<PgInstance>::all(client.clone()), ours.clone())
-    .owns(Api::<Service>::all(client.clone()), ours.clone())
-    .owns(Api::<Secret>::all(client.clone()), ours.clone())
-    .owns(Api::<ConfigMap>::all(client.clone()), ours.clone())
-    .watches(
-        Api::<PgBackup>::all(client.clone()),
-        watcher::Config::default(),
-        |backup| {
-            let namespace = backup.namespace()?;
-            Some(ObjectRef::new(&backup.spec.cluster).within(&namespace))
-        },
-    )
-    .owns(
-        Api::<PodDisruptionBudget>::all(client.clone()),
-        ours.clone(),
-    )
-    // A primary Lease that runs out changes nothing the watches see: wake its cluster then.
-    .reconcile_on(lease_watch::expiries(client.clone()))
-    // A cordoned node (a drain) may run a primary that must move.
-    .reconcile_all_on(drains::cordons(client))
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
-    .for_each(|_| async {})
-    .await;
+    .default_backoff()
+    .applied_objects()
+    .predicate_filter(wakes, PredicateConfig::default());
+    Controller::for_stream(clusters, reader)
+        .owns(Api::<PgInstance>::all(client.clone()), ours.clone())
+        .owns(Api::<Service>::all(client.clone()), ours.clone())
+        .owns(Api::<Secret>::all(client.clone()), ours.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), ours.clone())
+        .watches(
+            Api::<PgBackup>::all(client.clone()),
+            watcher::Config::default(),
+            |backup| {
+                let namespace = backup.namespace()?;
+                Some(ObjectRef::new(&backup.spec.cluster).within(&namespace))
+            },
+        )
+        .owns(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            ours.clone(),
+        )
+        // A primary Lease that runs out changes nothing the watches see: wake its cluster then.
+        .reconcile_on(lease_watch::expiries(client.clone()))
+        // A cordoned node (a drain) may run a primary that must move.
+        .reconcile_all_on(drains::cordons(client))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+/// What of a PgCluster wakes its reconcile: its spec, labels and annotations (a switchover
+/// request) and its status — but not the WAL positions the status copies from the
+/// instances and the primary's Lease. Those move every second under writes, and each
+/// reconcile that writes them would otherwise wake the next.
+fn wakes(cluster: &PgCluster) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut status = serde_json::to_value(&cluster.status).unwrap_or_default();
+    if let Some(map) = status.as_object_mut() {
+        for key in [
+            "highWater",
+            "lastArchivedWal",
+            "lastArchivedAt",
+            "walPendingArchive",
+        ] {
+            map.remove(key);
+        }
+        if let Some(instances) = map.get_mut("instances").and_then(|i| i.as_array_mut()) {
+            for instance in instances.iter_mut().filter_map(|i| i.as_object_mut()) {
+                instance.remove("lsn");
+                instance.remove("lagBytes");
+            }
+        }
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    cluster.metadata.generation.hash(&mut hasher);
+    cluster.labels().hash(&mut hasher);
+    cluster.annotations().hash(&mut hasher);
+    status.to_string().hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 fn error_policy(cluster: Arc<PgCluster>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -138,14 +175,13 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
     let selector = format!("{}={name}", names::LABEL_CLUSTER);
     let list = ListParams::default().labels(&selector);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let instances_api: Api<PgInstance> = Api::namespaced(client.clone(), &namespace);
+    let (secrets, instances) = try_join!(secrets.list(&list), instances_api.list(&list))?;
     let existing: BTreeMap<_, _> = secrets
-        .list(&list)
-        .await?
         .into_iter()
         .map(|s| (s.name_any(), s.data.unwrap_or_default()))
         .collect();
-    let instances_api: Api<PgInstance> = Api::namespaced(client.clone(), &namespace);
-    let observed = instances_api.list(&list).await?.items;
+    let observed = instances.items;
 
     // Who is primary, who fences, and the failover under way (`failover`).
     let decision = failover::decide(&ctx, &cluster, &namespace, &observed).await?;
@@ -196,6 +232,26 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
             (i.name_any(), kept)
         })
         .collect();
+    // While the primary changes hands, the orders of the existing instances go out first:
+    // every other read and write of this reconcile would delay the fence or the promotion.
+    // (Rollout turns and backups come later; here each instance keeps what it has.)
+    if !decision.fenced.is_empty() || decision.failover.is_some() {
+        let early = children(&valid, &existing, &fresh, &primary, &rolling)?;
+        let orders = early.instances.into_iter().filter_map(|mut wanted| {
+            let now = observed
+                .iter()
+                .find(|o| o.name_any() == wanted.name_any())?;
+            wanted.spec.backup = now.spec.backup.clone();
+            Some(wanted)
+        });
+        let orders: Vec<PgInstance> = orders.collect();
+        try_join_all(orders.iter().map(|o| apply(client, FIELD_MANAGER, o))).await?;
+        if decision.orders_only {
+            return Ok(Action::requeue(
+                decision.requeue.unwrap_or(Duration::from_millis(500)),
+            ));
+        }
+    }
     let members: Vec<Member> = observed
         .iter()
         .map(|i| {
@@ -272,37 +328,49 @@ async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action,
     {
         wanted.spec.backup = Some(request.clone());
     }
-
-    for identity in &wanted.identities {
+    // The writes below do not depend on each other; each group goes out at once.
+    try_join_all(wanted.identities.iter().map(|identity| async {
         apply(client, FIELD_MANAGER, &identity.service_account).await?;
         apply(client, FIELD_MANAGER, &identity.role).await?;
-        apply(client, FIELD_MANAGER, &identity.role_binding).await?;
-    }
+        apply(client, FIELD_MANAGER, &identity.role_binding).await
+    }))
+    .await?;
     // Identities of removed instances (and the shared one older versions made) go.
     let identities: Vec<String> = wanted
         .identities
         .iter()
         .map(|i| i.service_account.name_any())
         .collect();
-    prune::<RoleBinding>(client, &namespace, &selector, &identities).await?;
-    prune::<Role>(client, &namespace, &selector, &identities).await?;
-    prune::<ServiceAccount>(client, &namespace, &selector, &identities).await?;
-    for secret in &wanted.secrets {
-        apply(client, FIELD_MANAGER, secret).await?;
-    }
-    apply(client, FIELD_MANAGER, &wanted.config_map).await?;
-    for budget in &wanted.disruption_budgets {
-        apply(client, FIELD_MANAGER, budget).await?;
-    }
+    try_join!(
+        prune::<RoleBinding>(client, &namespace, &selector, &identities),
+        prune::<Role>(client, &namespace, &selector, &identities),
+        prune::<ServiceAccount>(client, &namespace, &selector, &identities),
+        try_join_all(
+            wanted
+                .secrets
+                .iter()
+                .map(|s| apply(client, FIELD_MANAGER, s))
+        ),
+        apply(client, FIELD_MANAGER, &wanted.config_map),
+        try_join_all(
+            wanted
+                .disruption_budgets
+                .iter()
+                .map(|b| apply(client, FIELD_MANAGER, b))
+        ),
+        try_join_all(
+            wanted
+                .services
+                .iter()
+                .map(|s| apply(client, FIELD_MANAGER, s))
+        ),
+    )?;
     let budgets: Vec<String> = wanted
         .disruption_budgets
         .iter()
         .map(ResourceExt::name_any)
         .collect();
     prune::<PodDisruptionBudget>(client, &namespace, &selector, &budgets).await?;
-    for service in &wanted.services {
-        apply(client, FIELD_MANAGER, service).await?;
-    }
     let mut applied = Vec::new();
     for instance in &wanted.instances {
         let fresh = !observed.iter().any(|i| i.name_any() == instance.name_any());

@@ -46,6 +46,9 @@ pub struct Decision {
     pub blocked: Option<(&'static str, String)>,
     /// Look again this soon.
     pub requeue: Option<Duration>,
+    /// Only the orders matter this time (a switchover waits for the primary to fence): the
+    /// rest of the reconcile waits, so that the next one, which promotes, starts sooner.
+    pub orders_only: bool,
 }
 
 impl Decision {
@@ -104,6 +107,7 @@ pub async fn decide(
         last_switchover: previous.last_switchover.clone(),
         blocked: None,
         requeue: None,
+        orders_only: false,
     };
     let Some(lease) = leases.get().await? else {
         // A new cluster: its first primary holds the Lease from the start.

@@ -104,12 +104,14 @@ fn pod_ready(pod: &Pod) -> bool {
             .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-/// The role label the server pod should carry: only when orders and the agent agree.
+/// The role label the server pod should carry: `primary` only when orders and the agent
+/// agree; `replica` for a replica, also while it is being promoted (it still serves reads,
+/// and the label then changes in one step, which is what moves `-rw`).
 fn role_label(instance: &PgInstance) -> Option<&'static str> {
     let reported = instance.status.as_ref().and_then(|s| s.role);
     match (instance.spec.role, reported) {
         (OrderedRole::Primary, Some(InstanceRole::Primary)) => Some(names::ROLE_PRIMARY),
-        (OrderedRole::Replica, Some(InstanceRole::Replica)) => Some(names::ROLE_REPLICA),
+        (_, Some(InstanceRole::Replica)) => Some(names::ROLE_REPLICA),
         _ => None,
     }
 }
@@ -132,10 +134,21 @@ async fn reconcile(instance: Arc<PgInstance>, ctx: Arc<Context>) -> Result<Actio
     };
     let client = &ctx.client;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let server_pod = pods.get_opt(&name).await?;
+    // First: the label moves `-rw` after a promotion or fence, and every write before it
+    // would lengthen the time without a primary behind the Service.
+    if let Some(pod) = &server_pod {
+        let wanted = role_label(&instance);
+        let current = pod.labels().get(names::LABEL_ROLE).map(String::as_str);
+        if current != wanted && pod.metadata.deletion_timestamp.is_none() {
+            let patch = json!({"metadata": {"labels": {names::LABEL_ROLE: wanted}}});
+            pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+    }
     apply(client, FIELD_MANAGER, &instance::pvc(&instance, &owner)).await?;
     let init_name = names::init_pod(&name);
     let init_pod = pods.get_opt(&init_name).await?;
-    let server_pod = pods.get_opt(&name).await?;
     let server_state = server_pod.as_ref().map(state);
     let decision = instance::next(&instance::Observed {
         instance: &instance,
@@ -183,15 +196,6 @@ async fn reconcile(instance: Arc<PgInstance>, ctx: Arc<Context>) -> Result<Actio
                 ctx.event(&reference, true, "Restarting", decision.message.clone())
                     .await;
             }
-        }
-    }
-    if let Some(pod) = &server_pod {
-        let wanted = role_label(&instance);
-        let current = pod.labels().get(names::LABEL_ROLE).map(String::as_str);
-        if current != wanted && pod.metadata.deletion_timestamp.is_none() {
-            let patch = json!({"metadata": {"labels": {names::LABEL_ROLE: wanted}}});
-            pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
         }
     }
     let status = instance.status.clone().unwrap_or_default();

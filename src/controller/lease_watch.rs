@@ -41,32 +41,49 @@ async fn watch(client: Client, tx: mpsc::UnboundedSender<ObjectRef<PgCluster>>) 
     )
     .default_backoff()
     .applied_objects()
-    .for_each(|_| async {});
+    .for_each({
+        // A Lease handed back (a fence completed) wakes its cluster at once, not at the tick.
+        let tx = tx.clone();
+        move |lease| {
+            if let Ok(lease) = lease
+                && lease
+                    .spec
+                    .as_ref()
+                    .is_none_or(|s| s.holder_identity.is_none())
+                && let Some(cluster) = cluster_of(&lease)
+            {
+                let _ = tx.send(cluster);
+            }
+            async {}
+        }
+    });
     tokio::spawn(events);
     // The renewal each cluster was last woken for.
-    let mut woken: HashMap<(String, String), Option<Timestamp>> = HashMap::new();
+    let mut woken: HashMap<(Option<String>, String), Option<Timestamp>> = HashMap::new();
     loop {
         tokio::time::sleep(TICK).await;
         let now = Timestamp::now();
         for lease in store.state() {
-            let Some(cluster) = lease.labels().get(names::LABEL_CLUSTER).cloned() else {
+            let Some(cluster) = cluster_of(&lease) else {
                 continue;
             };
-            let namespace = lease.namespace().unwrap_or_default();
             let spec = lease.spec.clone().unwrap_or_default();
             let renewed = spec.renew_time.map(|t| t.0);
             let due = spec.holder_identity.is_none()
                 || expired(renewed, spec.lease_duration_seconds.unwrap_or(0), now);
-            let key = (namespace.clone(), cluster.clone());
+            let key = (cluster.namespace.clone(), cluster.name.clone());
             if due && woken.get(&key) != Some(&renewed) {
                 woken.insert(key, renewed);
-                if tx
-                    .send(ObjectRef::new(&cluster).within(&namespace))
-                    .is_err()
-                {
+                if tx.send(cluster).is_err() {
                     return;
                 }
             }
         }
     }
+}
+
+/// The cluster a primary Lease belongs to, from its label.
+fn cluster_of(lease: &Lease) -> Option<ObjectRef<PgCluster>> {
+    let cluster = lease.labels().get(names::LABEL_CLUSTER)?;
+    Some(ObjectRef::new(cluster).within(&lease.namespace().unwrap_or_default()))
 }

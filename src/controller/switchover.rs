@@ -141,7 +141,8 @@ async fn advance(
     let from = running.from.clone();
     let to = running.to.clone();
     decision.fenced = vec![from.clone()];
-    decision.requeue = Some(Duration::from_millis(100));
+    // The Lease handed back wakes the reconcile at once (lease_watch); this is a fallback.
+    decision.requeue = Some(Duration::from_millis(500));
     let released =
         view.holder.is_none() || expired(view.renewed, view.duration_seconds, Timestamp::now());
     let age = Timestamp::now().duration_since(running.started.0);
@@ -156,6 +157,8 @@ async fn advance(
             running.refused = Some(give_up(why).await);
             decision.fenced.clear();
             decision.last_switchover = Some(running);
+        } else {
+            decision.orders_only = true;
         }
         return Ok(());
     }

@@ -111,3 +111,29 @@ pub async fn leader(client: &Client) -> String {
     let lease = leases.get("pgha-operator").await.unwrap();
     lease.spec.unwrap().holder_identity.unwrap()
 }
+
+/// `pgha switchover` of PgCluster `name` in `namespace` (to `to`, or to whom the operator
+/// picks), as a DBA runs it; Err carries what it printed when it failed. Async: the Service
+/// proxies run in this process.
+pub async fn pgha_switchover(
+    cluster: &Cluster,
+    namespace: &str,
+    name: &str,
+    to: Option<&str>,
+) -> Result<String, String> {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgha"));
+    command
+        .args(["switchover", name, "-n", namespace, "--kubeconfig"])
+        .arg(cluster.kubeconfig());
+    if let Some(to) = to {
+        command.args(["--to", to]);
+    }
+    let out = command.output().await.map_err(|e| e.to_string())?;
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        Ok(said)
+    } else {
+        Err(said)
+    }
+}
