@@ -25,6 +25,7 @@ bench: deps
 	$(CARGO) bench --bench operator
 	$(CARGO) bench --bench failover
 	$(CARGO) bench --bench restore
+	$(CARGO) bench --bench switchover
 
 # Regenerate crds/ from the Rust types (a test fails when they drift).
 crds:

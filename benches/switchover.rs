@@ -35,6 +35,9 @@ mod writer;
 
 use std::time::{Duration, Instant, SystemTime};
 
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
+
 use eventually::eventually as wait_for;
 use ha::{Client, EVERY, NS, Pgha, Seen};
 use patroni::{Patroni, Settings};
@@ -203,7 +206,81 @@ async fn pgha_run(pgha: &mut Pgha, named: bool) -> Result<Run, String> {
     Ok(run)
 }
 
-async fn pgha_side(runs: usize) -> Series {
+/// An image rollout with `primaryUpdateMethod: method`, `runs` times, each to a new tag: the
+/// replicas are re-created first, then the primary moves by switchover or restarts in place.
+async fn rollouts(pgha: &mut Pgha, method: &str, runs: usize) -> Series {
+    let mut series = Series {
+        tool: format!("pgha image rollout, `primaryUpdateMethod: {method}`"),
+        runs: Vec::new(),
+        failures: Vec::new(),
+    };
+    for round in 1..=runs {
+        match rollout(pgha, method, round).await {
+            Ok(run) => series.runs.push(run),
+            Err(symptom) => {
+                let label = format!("{}-rollout-{method}-{round}", pgha.name);
+                println!("pgha rollout on {}: FAILED: {symptom}", pgha.name);
+                pgha.keep_evidence(&label);
+                series
+                    .failures
+                    .push(format!("{symptom} (target/failover-logs/{label})"));
+                pgha.replace().await;
+            }
+        }
+    }
+    series
+}
+
+/// One image rollout to a tag of its own, until every instance runs it and the cluster is
+/// whole; `command` is how long that took.
+async fn rollout(pgha: &mut Pgha, method: &str, round: usize) -> Result<Run, String> {
+    let old = pgha.settle().await?;
+    let tag = if method == "restart" { 80 } else { 90 } + round;
+    let image = format!("pgha/postgres:15.{tag}");
+    let patch = serde_json::json!({"spec": {"image": image, "primaryUpdateMethod": method}});
+    let at = Instant::now();
+    pgha.clusters
+        .patch(&pgha.name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| e.to_string())?;
+    let prefix = format!("{}-", pgha.name);
+    ha::within(
+        Duration::from_secs(300),
+        "the new image everywhere",
+        || async {
+            let list = pgha.instances.list(&Default::default()).await.ok()?;
+            let ours = list
+                .items
+                .iter()
+                .filter(|i| i.name_any().starts_with(&prefix));
+            let statuses: Vec<_> = ours.map(|i| i.status.clone()).collect::<Option<_>>()?;
+            let done = statuses.len() == 3
+                && statuses
+                    .iter()
+                    .all(|s| s.ready && s.image.as_deref() == Some(image.as_str()));
+            done.then_some(())
+        },
+    )
+    .await?;
+    let new = pgha.settle().await?;
+    let command = at.elapsed();
+    let endpoint = pgha.instances.get(&new).await.unwrap().status.unwrap();
+    let endpoint = endpoint.endpoint.unwrap();
+    let seen = pgha.client.seen(at, (&endpoint.host, endpoint.port)).await;
+    println!(
+        "pgha rollout ({method}) to {image}: {old} → {new}, longest write gap {}, took {}, {} rows lost",
+        secs(seen.outage),
+        secs(command),
+        seen.lost
+    );
+    Ok(Run {
+        seen,
+        command,
+        parts: None,
+    })
+}
+
+async fn pgha_side(runs: usize, rollout_runs: usize) -> Vec<Series> {
     let mut pgha = Pgha::start(11).await;
     let mut series = Series {
         tool: "pgha `pgha switchover`".into(),
@@ -224,7 +301,11 @@ async fn pgha_side(runs: usize) -> Series {
             }
         }
     }
-    series
+    let mut all = vec![series];
+    for method in ["switchover", "restart"] {
+        all.push(rollouts(&mut pgha, method, rollout_runs).await);
+    }
+    all
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -245,7 +326,7 @@ fn lost(series: &Series) -> usize {
     series.runs.iter().map(|r| r.seen.lost).sum()
 }
 
-fn results_table(all: &[Series]) -> String {
+fn results_table(all: &[&Series]) -> String {
     let mut table = String::from(
         "| tool | runs | failed | write gap, median | max | command → first write, median | max | command returned, median | acknowledged rows lost |\n\
          |---|---|---|---|---|---|---|---|---|\n",
@@ -325,7 +406,7 @@ fn ratio(pgha: Option<&Series>, patroni: &[&Series]) -> String {
     format!("Median write gap, pgha / Patroni: {}.\n\n", each.join("; "))
 }
 
-fn failures(all: &[Series]) -> String {
+fn failures(all: &[&Series]) -> String {
     let lines: Vec<String> = all
         .iter()
         .flat_map(|s| {
@@ -340,10 +421,51 @@ fn failures(all: &[Series]) -> String {
     }
 }
 
-fn report(all: &[Series], took: Duration) -> String {
-    let pgha = all.iter().find(|s| s.tool.starts_with("pgha"));
+fn is_rollout(series: &&Series) -> bool {
+    series.tool.starts_with("pgha image rollout")
+}
+
+/// Image rollouts: the longest write gap of the whole rollout.
+fn rollouts_table(all: &[&Series]) -> String {
+    let rollouts: Vec<&&Series> = all.iter().filter(|s| is_rollout(s)).collect();
+    if rollouts.is_empty() {
+        return String::new();
+    }
+    let mut table = String::from(
+        "| rollout | runs | failed | longest write gap, median | max | apply → every instance updated, median | acknowledged rows lost |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for s in rollouts {
+        let gaps = of(s, |r| r.seen.outage);
+        table += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            s.tool,
+            s.runs.len(),
+            s.failures.len(),
+            shown(&gaps, median),
+            shown(&gaps, max),
+            shown(&of(s, |r| r.command), median),
+            lost(s)
+        );
+    }
+    format!(
+        "Image rollouts on the same PgCluster under the same writer, a new `spec.image` tag each \
+         run: every pod is re-created on its volume, the replicas first; the longest write gap \
+         of a rollout is the primary's turn, a switchover or a restart in place.\n\n{table}\n"
+    )
+}
+
+fn report(everything: &[&Series], took: Duration) -> String {
+    let switchovers: Vec<&Series> = everything
+        .iter()
+        .copied()
+        .filter(|s| !is_rollout(s))
+        .collect();
+    let all = &switchovers[..];
+    let pgha = all.iter().copied().find(|s| s.tool.starts_with("pgha"));
     let patroni: Vec<&Series> = all
         .iter()
+        .copied()
         .filter(|s| s.tool.starts_with("Patroni"))
         .collect();
     format!(
@@ -360,7 +482,7 @@ fn report(all: &[Series], took: Duration) -> String {
          multi-host, `target_session_attrs=read-write`), `patronictl switchover --leader … \
          --candidate … --force`. Before each run the cluster is whole: every replica streams \
          from the primary on its timeline.\n\n\
-         {results}\n{failures}{ratio}{parts}\
+         {results}\n{failures}{ratio}{parts}{rollouts}\
          The whole benchmark took {minutes:.0} minutes.\n",
         header = report::header("cargo bench --bench switchover"),
         every = EVERY.as_millis(),
@@ -368,6 +490,7 @@ fn report(all: &[Series], took: Duration) -> String {
         failures = failures(all),
         ratio = ratio(pgha, &patroni),
         parts = pgha.map(parts_line).unwrap_or_default(),
+        rollouts = rollouts_table(everything),
         minutes = took.as_secs_f64() / 60.0,
     )
 }
@@ -377,16 +500,17 @@ async fn main() {
     // Cargo passes `--bench`; a bare word picks one side.
     let side = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let runs = report::knob("PGHA_BENCH_RUNS", 10) as usize;
+    let rollout_runs = report::knob("PGHA_BENCH_ROLLOUTS", 3) as usize;
     let started = Instant::now();
     let mut all = Vec::new();
     if side.as_deref() != Some("pgha") {
         all.extend(patroni_side(runs).await);
-        println!("{}", results_table(&all));
+        println!("{}", results_table(&all.iter().collect::<Vec<_>>()));
     }
     if side.as_deref() != Some("patroni") {
-        all.push(pgha_side(runs).await);
+        all.extend(pgha_side(runs, rollout_runs).await);
     }
-    let report = report(&all, started.elapsed());
+    let report = report(&all.iter().collect::<Vec<_>>(), started.elapsed());
     println!("{report}");
     if side.is_none() {
         report::write_section("switchover", "Switchover", &report);

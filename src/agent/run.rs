@@ -251,7 +251,7 @@ async fn step(
         // The operator hands the Lease over just before the orders change; the keeper's next
         // renewal takes it, and waiting for that here saves a turn of the loop.
         let soon = match keeper {
-            Some(keeper) => keeper.holds_within(Duration::from_secs(1)).await,
+            Some(keeper) => keeper.holds_within(Duration::from_millis(500)).await,
             None => false,
         };
         if !soon {
