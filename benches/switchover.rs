@@ -58,6 +58,8 @@ struct Run {
     command: Duration,
     /// pgha only: where the time went.
     parts: Option<Parts>,
+    /// Whether another instance is primary afterwards.
+    moved: bool,
 }
 
 impl Run {
@@ -155,6 +157,7 @@ async fn patroni_run(patroni: &Patroni, client: &mut Client) -> Result<Run, Stri
         seen,
         command,
         parts: None,
+        moved: true,
     })
 }
 
@@ -191,6 +194,7 @@ async fn pgha_run(pgha: &mut Pgha, named: bool) -> Result<Run, String> {
         seen,
         command,
         parts: Some(parts),
+        moved: true,
     };
     println!(
         "pgha: {old} → {new}{}, gap {}, command → first write {} (writes stop {}, started {:.2} s, completed {:.2} s), command returned after {}, {} rows lost",
@@ -277,6 +281,7 @@ async fn rollout(pgha: &mut Pgha, method: &str, round: usize) -> Result<Run, Str
         seen,
         command,
         parts: None,
+        moved: new != old,
     })
 }
 
@@ -432,16 +437,17 @@ fn rollouts_table(all: &[&Series]) -> String {
         return String::new();
     }
     let mut table = String::from(
-        "| rollout | runs | failed | longest write gap, median | max | apply → every instance updated, median | acknowledged rows lost |\n\
-         |---|---|---|---|---|---|---|\n",
+        "| rollout | runs | failed | primary moved | longest write gap, median | max | apply → every instance updated, median | acknowledged rows lost |\n\
+         |---|---|---|---|---|---|---|---|\n",
     );
     for s in rollouts {
         let gaps = of(s, |r| r.seen.outage);
         table += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             s.tool,
             s.runs.len(),
             s.failures.len(),
+            s.runs.iter().filter(|r| r.moved).count(),
             shown(&gaps, median),
             shown(&gaps, max),
             shown(&of(s, |r| r.command), median),
@@ -451,7 +457,10 @@ fn rollouts_table(all: &[&Series]) -> String {
     format!(
         "Image rollouts on the same PgCluster under the same writer, a new `spec.image` tag each \
          run: every pod is re-created on its volume, the replicas first; the longest write gap \
-         of a rollout is the primary's turn, a switchover or a restart in place.\n\n{table}\n"
+         of a rollout is the primary's turn. With `switchover` the primary moves to an updated \
+         replica first; with `restart` its pod is re-created in place, and when its Lease \
+         (3 s) runs out before the new pod serves, a replica takes over as in a failover \
+         (\"primary moved\").\n\n{table}\n"
     )
 }
 

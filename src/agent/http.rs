@@ -1,10 +1,12 @@
-//! The agent's read-only HTTP endpoint: `/status` (JSON), `/healthz` and `/readyz`. Nothing
-//! here changes state; orders come from the Kubernetes API, never from this port.
+//! The agent's read-only HTTP endpoint: `/status` (JSON), `/metrics` (Prometheus),
+//! `/healthz` and `/readyz`. Nothing here changes state; orders come from the Kubernetes API,
+//! never from this port.
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use tokio::net::TcpListener;
@@ -15,6 +17,7 @@ use super::status::Status;
 pub fn router(agent: Arc<Agent>) -> Router {
     Router::new()
         .route("/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(agent)
@@ -27,6 +30,14 @@ pub async fn serve(agent: Arc<Agent>, listener: TcpListener) -> std::io::Result<
 
 async fn status(State(agent): State<Arc<Agent>>) -> Json<Status> {
     Json(agent.status().await)
+}
+
+async fn metrics(State(agent): State<Arc<Agent>>) -> impl IntoResponse {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    (
+        [(header::CONTENT_TYPE, content_type)],
+        agent.metrics().await,
+    )
 }
 
 async fn ready(State(agent): State<Arc<Agent>>) -> (StatusCode, &'static str) {

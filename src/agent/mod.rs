@@ -10,6 +10,7 @@ mod files;
 pub mod http;
 pub mod kube;
 pub mod lease;
+pub mod metrics;
 pub mod pgbin;
 pub mod postmaster;
 pub mod restore;
@@ -203,6 +204,17 @@ impl Agent {
 
     /// Everything the agent knows, read fresh from Postgres when it runs.
     pub async fn status(&self) -> Status {
+        self.observe(false).await.0
+    }
+
+    /// `/metrics`: the status and the database counters, read over one connection.
+    pub async fn metrics(&self) -> String {
+        let (status, counters) = self.observe(true).await;
+        metrics::render(&status, counters.as_ref())
+    }
+
+    /// The status, and with `counters` what only the metrics show.
+    async fn observe(&self, counters: bool) -> (Status, Option<metrics::Counters>) {
         let postmaster = self.postmaster.status();
         let (desired, serving, last_error, notes) = {
             let state = self.lock();
@@ -228,10 +240,17 @@ impl Agent {
             streamed_from: None,
         };
         if !matches!(status.postmaster.run, RunState::Running { .. }) {
-            return status;
+            return (status, None);
         }
+        let mut read = None;
         let server = match sql::connect(&self.settings).await {
-            Ok(client) => status::server(&client).await,
+            Ok(client) => {
+                let server = status::server(&client).await;
+                if counters && server.is_ok() {
+                    read = metrics::counters(&client).await.ok();
+                }
+                server
+            }
             Err(e) => Err(e),
         };
         match server {
@@ -270,7 +289,7 @@ impl Agent {
                 status.last_error = Some(format!("status: {e}"));
             }
         }
-        status
+        (status, read)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

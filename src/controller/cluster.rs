@@ -106,10 +106,7 @@ fn wakes(cluster: &PgCluster) -> Option<u64> {
     Some(hasher.finish())
 }
 
-fn error_policy(cluster: Arc<PgCluster>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .cluster_errors
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+fn error_policy(cluster: Arc<PgCluster>, error: &Error, _: Arc<Context>) -> Action {
     tracing::warn!(cluster = %cluster.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
@@ -128,11 +125,16 @@ fn password() -> Result<String, Error> {
     Ok(hex::encode(bytes))
 }
 
-#[tracing::instrument(skip_all, fields(cluster = %cluster.name_any()))]
 async fn reconcile(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = converge(cluster, ctx.clone()).await;
     ctx.metrics
-        .cluster_reconciles
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        .reconciled("cluster", started.elapsed(), result.is_ok());
+    result
+}
+
+#[tracing::instrument(skip_all, fields(cluster = %cluster.name_any()))]
+async fn converge(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     if cluster.metadata.deletion_timestamp.is_some() {
         // Owner references take everything with it.
         return Ok(Action::await_change());

@@ -162,10 +162,12 @@ pub async fn decide(
         running.completed = Some(now());
         decision.current = target.clone();
         decision.failover = None;
+        ctx.metrics.failed_over(running.planned);
         if running.planned {
             let note = format!("{target} serves as primary in place of {}", running.from);
             ctx.event(&reference, false, "SwitchoverCompleted", note)
                 .await;
+            ctx.metrics.switched_over("completed");
             if let Some(switchover) = decision.last_switchover.as_mut() {
                 switchover.completed = running.completed.clone();
             }

@@ -15,7 +15,6 @@ use super::context::Metrics;
 #[derive(Default)]
 pub struct Health {
     ready: AtomicBool,
-    leading: AtomicBool,
     pub metrics: Arc<Metrics>,
 }
 
@@ -25,15 +24,11 @@ impl Health {
     }
 
     pub fn set_leading(&self) {
-        self.leading.store(true, Ordering::Relaxed);
+        self.metrics.set_leading();
     }
 
     fn metrics_text(&self) -> String {
-        let leading = u8::from(self.leading.load(Ordering::Relaxed));
-        format!(
-            "# HELP pgha_leader Whether this replica holds the leader Lease.\n# TYPE pgha_leader gauge\npgha_leader {leading}\n{}",
-            self.metrics.render()
-        )
+        self.metrics.render()
     }
 }
 

@@ -39,10 +39,7 @@ pub async fn run(ctx: Arc<Context>) {
     .await;
 }
 
-fn error_policy(instance: Arc<PgInstance>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .instance_errors
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+fn error_policy(instance: Arc<PgInstance>, error: &Error, _: Arc<Context>) -> Action {
     tracing::warn!(instance = %instance.name_any(), %error, "reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }
@@ -116,11 +113,16 @@ fn role_label(instance: &PgInstance) -> Option<&'static str> {
     }
 }
 
-#[tracing::instrument(skip_all, fields(instance = %instance.name_any()))]
 async fn reconcile(instance: Arc<PgInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = converge(instance, ctx.clone()).await;
     ctx.metrics
-        .instance_reconciles
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        .reconciled("instance", started.elapsed(), result.is_ok());
+    result
+}
+
+#[tracing::instrument(skip_all, fields(instance = %instance.name_any()))]
+async fn converge(instance: Arc<PgInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
     if instance.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }

@@ -101,6 +101,7 @@ pub async fn step(
         Err(why) => {
             let note = format!("switchover to {requested:?} refused: {why}");
             ctx.event(&reference, true, "SwitchoverRefused", note).await;
+            ctx.metrics.switched_over("refused");
         }
     }
     decision.last_switchover = Some(record);
@@ -149,6 +150,7 @@ async fn advance(
     let give_up = |why: String| async move {
         ctx.event(&reference, true, "SwitchoverFailed", why.clone())
             .await;
+        ctx.metrics.switched_over("failed");
         why
     };
     if !released {

@@ -8,5 +8,6 @@ mod config;
 #[path = "../common/eventually.rs"]
 mod eventually;
 mod fencing;
+mod metrics;
 mod replication;
 mod supervision;
