@@ -26,6 +26,7 @@ bench: deps
 	$(CARGO) bench --bench failover
 	$(CARGO) bench --bench restore
 	$(CARGO) bench --bench switchover
+	$(CARGO) bench --bench metrics
 
 # Regenerate crds/ from the Rust types (a test fails when they drift).
 crds:

@@ -5,9 +5,9 @@ set -euo pipefail
 
 # Debian packages: the C toolchain for crates with native code, PostgreSQL 15 (initdb,
 # postgres, pg_basebackup, pg_rewind, pgbench) for the agent tests, which run real servers,
-# openssl and curl for the local control plane (keys, readiness), and iptables for its pod
-# network partitions.
-packages=(build-essential pkg-config postgresql-15 openssl curl iptables)
+# openssl and curl for the local control plane (keys, readiness), iptables for its pod
+# network partitions, and prometheus for promtool, which checks and unit-tests the alert rules.
+packages=(build-essential pkg-config postgresql-15 openssl curl iptables prometheus)
 
 missing=()
 for p in "${packages[@]}"; do

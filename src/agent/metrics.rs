@@ -5,6 +5,7 @@
 
 use std::sync::atomic::AtomicU64;
 
+use futures::try_join;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -74,16 +75,18 @@ const SLOTS: &str = "SELECT slot_name::text, pg_wal_lsn_diff(
         restart_lsn)::bigint
         FROM pg_replication_slots WHERE restart_lsn IS NOT NULL ORDER BY 1";
 
-/// Reads the counters in one round trip per view.
+/// Reads the counters; the queries go out together (tokio-postgres pipelines them).
 pub async fn counters(client: &Client) -> Result<Counters> {
-    let q = || AgentError::sql("reading metrics");
-    let databases = client.query(DATABASES, &[]).await.map_err(q())?;
-    let connections = client.query(CONNECTIONS, &[]).await.map_err(q())?;
-    let checkpoints = client.query_one(CHECKPOINTS, &[]).await.map_err(q())?;
-    let lags = client.query(LAGS, &[]).await.map_err(q())?;
-    let receiver = client.query_opt(RECEIVER, &[]).await.map_err(q())?;
-    let archive = client.query_opt(ARCHIVE_AGE, &[]).await.map_err(q())?;
-    let slots = client.query(SLOTS, &[]).await.map_err(q())?;
+    let (databases, connections, checkpoints, lags, receiver, archive, slots) = try_join!(
+        client.query(DATABASES, &[]),
+        client.query(CONNECTIONS, &[]),
+        client.query_one(CHECKPOINTS, &[]),
+        client.query(LAGS, &[]),
+        client.query_opt(RECEIVER, &[]),
+        client.query_opt(ARCHIVE_AGE, &[]),
+        client.query(SLOTS, &[]),
+    )
+    .map_err(AgentError::sql("reading metrics"))?;
     Ok(Counters {
         databases: databases
             .iter()
