@@ -1,10 +1,33 @@
-//! The alert rules in deploy/monitoring/ loaded and unit-tested by Prometheus's own promtool
-//! (Debian's `prometheus` package; scripts/install-deps.sh installs it): every rule parses,
-//! every alert says what happened and what to do, and each fires on the series it is for and
-//! not on healthy ones (tests/monitoring/alerts_test.yaml).
+//! Monitoring with Prometheus itself (Debian's `prometheus` package; scripts/install-deps.sh
+//! installs it): a real Prometheus server scrapes the agents and the operator on the local
+//! cluster, and the alert rules in deploy/monitoring/ are loaded and unit-tested by promtool —
+//! every rule parses, every alert says what happened and what to do, and each fires on the
+//! series it is for and not on healthy ones (tests/monitoring/alerts_test.yaml).
+
+#[path = "common/eventually.rs"]
+mod eventually;
+#[allow(dead_code)]
+#[path = "common/operator.rs"]
+mod install;
+#[allow(dead_code)]
+#[path = "common/writer.rs"]
+mod writer;
 
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::ResourceExt;
+use kube::api::Api;
+use pgha::api::PgCluster;
+use pgha_e2e::{Fault, PodRef};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use eventually::eventually;
+use install::{create, healthy, installed};
+use writer::{Target, connect};
 
 fn promtool(args: &[&str], dir: &Path) -> String {
     let out = Command::new("promtool")
@@ -94,4 +117,284 @@ fn the_dashboard_loads_and_every_panel_expression_parses() {
     std::fs::write(dir.path().join("dashboard.json"), file.to_string()).unwrap();
     let checked = promtool(&["check", "rules", "dashboard.json"], dir.path());
     assert!(checked.contains("SUCCESS"), "{checked}");
+}
+
+/// A Prometheus server on loopback with file-based discovery; stopped on drop.
+struct Prometheus {
+    child: tokio::process::Child,
+    address: std::net::SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = json!({
+            "global": {"scrape_interval": "1s", "scrape_timeout": "900ms"},
+            "scrape_configs": [{
+                "job_name": "pgha",
+                "file_sd_configs": [{"files": [dir.path().join("targets.json")], "refresh_interval": "1s"}],
+            }],
+        });
+        std::fs::write(dir.path().join("prometheus.yml"), config.to_string()).unwrap();
+        std::fs::write(dir.path().join("targets.json"), "[]").unwrap();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = tokio::process::Command::new("prometheus")
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect(
+                "prometheus (Debian's prometheus package; scripts/install-deps.sh installs it)",
+            );
+        let mut prometheus = Self {
+            child,
+            address: ([127, 0, 0, 1], port).into(),
+            dir,
+        };
+        let address = prometheus.address;
+        let ready = async {
+            loop {
+                if let Ok(mut stream) = tokio::net::TcpStream::connect(address).await {
+                    let _ = stream.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n").await;
+                    let mut answer = String::new();
+                    let _ = stream.read_to_string(&mut answer).await;
+                    if answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200") {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(60), ready)
+            .await
+            .is_err()
+        {
+            let exited = prometheus.child.try_wait();
+            let log = std::fs::read_to_string(prometheus.dir.path().join("prometheus.log"));
+            panic!("prometheus not ready within 60 s ({exited:?}): {log:?}");
+        }
+        prometheus
+    }
+
+    /// The targets to scrape, each with its labels.
+    fn discover(&self, targets: &[(String, Value)]) {
+        let groups: Vec<Value> = targets
+            .iter()
+            .map(|(target, labels)| json!({"targets": [target], "labels": labels}))
+            .collect();
+        let path = self.dir.path().join("targets.json");
+        let fresh = self.dir.path().join("targets.json.new");
+        std::fs::write(&fresh, Value::from(groups).to_string()).unwrap();
+        std::fs::rename(fresh, path).unwrap();
+    }
+
+    /// An instant PromQL query: the result vector as (labels, value).
+    async fn query(&self, promql: &str) -> Vec<(Value, f64)> {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        let mut stream = tokio::net::TcpStream::connect(self.address).await.unwrap();
+        let request = format!("GET /api/v1/query?query={encoded} HTTP/1.0\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let body: Value = serde_json::from_str(response.split_once("\r\n\r\n").unwrap().1)
+            .unwrap_or_else(|e| panic!("{promql}: {e}: {response}"));
+        assert_eq!(body["status"], "success", "{promql}: {body}");
+        body["data"]["result"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                let value = r["value"][1].as_str().unwrap().parse().unwrap();
+                (r["metric"].clone(), value)
+            })
+            .collect()
+    }
+
+    /// The single value `promql` returns, if it returns one.
+    async fn value(&self, promql: &str) -> Option<f64> {
+        match self.query(promql).await.as_slice() {
+            [(_, value)] => Some(*value),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+/// Every running pod of `namespace` selected by `selector`, as a scrape target on `port`.
+async fn targets(
+    client: &kube::Client,
+    namespace: &str,
+    selector: &str,
+    port: u16,
+) -> Vec<(String, Value)> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let list = pods
+        .list(&kube::api::ListParams::default().labels(selector))
+        .await
+        .unwrap();
+    list.items
+        .iter()
+        .filter_map(|pod| {
+            let ip = pod.status.as_ref()?.pod_ip.clone()?;
+            let labels = json!({
+                "namespace": namespace,
+                "pod": pod.name_any(),
+                "cluster": pod.labels().get("pgha.dev/cluster").cloned().unwrap_or_default(),
+            });
+            Some((format!("{ip}:{port}"), labels))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_every_agent_and_the_operator() {
+    let (cluster, client) = installed(12).await;
+    let clusters: Api<PgCluster> = Api::namespaced(client.clone(), "shop");
+    create(
+        &clusters,
+        "metadata: {name: orders}\nspec:\n  instances: 3\n  storage: {size: 1Gi}\n",
+    )
+    .await;
+    let orders = eventually(Duration::from_secs(180), "orders Healthy", || {
+        healthy(&clusters, "orders", 3)
+    })
+    .await;
+    let primary = orders.status.unwrap().current_primary.unwrap();
+    let prometheus = Prometheus::start().await;
+    // Three instances and both operator replicas, once every pod has its address.
+    let all = eventually(
+        Duration::from_secs(60),
+        "five pods with addresses",
+        || async {
+            let mut all = targets(
+                &client,
+                "shop",
+                "app.kubernetes.io/managed-by=pgha,app.kubernetes.io/component=instance",
+                8000,
+            )
+            .await;
+            let operators = "app.kubernetes.io/component=operator";
+            all.extend(targets(&client, "pgha-system", operators, 8080).await);
+            (all.len() == 5).then_some(all)
+        },
+    )
+    .await;
+    prometheus.discover(&all);
+
+    // A primary and two replicas, each seen by Prometheus; one operator leads.
+    let roles = "count by (role) (pgha_role{cluster=\"orders\"} == 1)";
+    eventually(
+        Duration::from_secs(60),
+        "a primary and two replicas scraped",
+        || async {
+            let by_role = prometheus.query(roles).await;
+            let count = |role: &str| {
+                by_role
+                    .iter()
+                    .find(|(m, _)| m["role"] == role)
+                    .map(|(_, v)| *v)
+            };
+            (count("primary") == Some(1.0) && count("replica") == Some(2.0)).then_some(())
+        },
+    )
+    .await;
+    // Both operator replicas scraped: one leads.
+    eventually(Duration::from_secs(30), "one leading operator", || async {
+        let operators = prometheus.value("count(pgha_leader)").await;
+        let leading = prometheus.value("sum(pgha_leader)").await;
+        (operators == Some(2.0) && leading == Some(1.0)).then_some(())
+    })
+    .await;
+    let on_primary = format!("pgha_role{{pod=\"{primary}\",role=\"primary\"}}");
+    assert_eq!(prometheus.value(&on_primary).await, Some(1.0));
+    let standbys = format!("count(pgha_standby_info{{pod=\"{primary}\"}})");
+    eventually(
+        Duration::from_secs(30),
+        "two standbys seen from the primary",
+        || async { (prometheus.value(&standbys).await == Some(2.0)).then_some(()) },
+    )
+    .await;
+    assert!(
+        prometheus
+            .value("sum(pgha_reconciles_total{controller=\"cluster\"})")
+            .await
+            .is_some_and(|n| n > 0.0)
+    );
+
+    // A frozen replica falls behind while the primary takes writes.
+    let frozen = ["orders-1", "orders-2", "orders-3"]
+        .into_iter()
+        .find(|n| *n != primary)
+        .unwrap();
+    let pod = PodRef {
+        namespace: "shop".into(),
+        name: frozen.into(),
+    };
+    cluster.fault(&pod, None, Fault::Freeze).unwrap();
+    let target = Target::rw(&cluster, &client, "shop", "orders", "app").await;
+    let rw = connect(
+        &target,
+        &target.address.ip().to_string(),
+        target.address.port(),
+    )
+    .await
+    .unwrap();
+    rw.batch_execute("CREATE TABLE filler (n int)")
+        .await
+        .unwrap();
+    let lag = format!(
+        "pgha_standby_lag_bytes{{pod=\"{primary}\",application_name=\"{frozen}\",stage=\"replay\"}}"
+    );
+    eventually(
+        Duration::from_secs(60),
+        "the frozen replica's lag growing",
+        || async {
+            rw.batch_execute("INSERT INTO filler SELECT generate_series(1, 50000)")
+                .await
+                .ok()?;
+            (prometheus.value(&lag).await? > 4_000_000.0).then_some(())
+        },
+    )
+    .await;
+    // The replica's own agent is frozen with it: Prometheus sees it down.
+    let up = format!("up{{pod=\"{frozen}\"}}");
+    eventually(
+        Duration::from_secs(30),
+        "the frozen pod's scrapes failing",
+        || async { (prometheus.value(&up).await? == 0.0).then_some(()) },
+    )
+    .await;
+    cluster.fault(&pod, None, Fault::Thaw).unwrap();
+    eventually(Duration::from_secs(60), "the replica caught up", || async {
+        (prometheus.value(&lag).await? == 0.0).then_some(())
+    })
+    .await;
 }
