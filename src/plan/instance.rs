@@ -278,8 +278,24 @@ pub fn pod(instance: &PgInstance, owner: &OwnerReference, kind: PodKind) -> Pod 
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     };
+    let mut metadata = meta(instance, owner, pod_name, component);
+    if server {
+        // For Prometheus setups that find targets by the common scrape annotations
+        // (deploy/monitoring/podmonitor.yaml is the Prometheus Operator's way).
+        let scrape = [
+            ("prometheus.io/scrape", "true".to_string()),
+            ("prometheus.io/port", STATUS_PORT.to_string()),
+            ("prometheus.io/path", "/metrics".to_string()),
+        ];
+        metadata.annotations = Some(
+            scrape
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        );
+    }
     Pod {
-        metadata: meta(instance, owner, pod_name, component),
+        metadata,
         spec: Some(PodSpec {
             service_account_name: Some(names::instance_account(&name)),
             affinity: Some(spread(cluster, &name, instance.spec.placement.spread_nodes)),
@@ -727,6 +743,11 @@ mod tests {
         let server = super::pod(&instance, &owner, PodKind::Server);
         let init = super::pod(&instance, &owner, PodKind::Init);
         assert_eq!(init.metadata.name.as_deref(), Some("orders-2-init"));
+        // The server pod is a scrape target, the init pod is not.
+        let scrape = server.metadata.annotations.clone().unwrap();
+        assert_eq!(scrape["prometheus.io/port"], "8000");
+        assert_eq!(scrape["prometheus.io/path"], "/metrics");
+        assert_eq!(init.metadata.annotations, None);
         let spec = server.spec.unwrap();
         assert_eq!(spec.service_account_name.as_deref(), Some("orders-2"));
         assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
