@@ -267,13 +267,8 @@ async fn pgha_side(runs: usize) -> Vec<Series> {
             match pgha.run(kind).await {
                 Ok(run) => series.runs.push(run),
                 Err(symptom) => {
-                    let label = format!("{}-{kind:?}-{round}", pgha.name);
-                    println!("pgha {kind:?} on {}: FAILED: {symptom}", pgha.name);
-                    pgha.keep_evidence(&label);
-                    series
-                        .failures
-                        .push(format!("{symptom} (target/failover-logs/{label})"));
-                    pgha.replace().await;
+                    let what = format!("{kind:?}-{round}");
+                    series.failures.push(pgha.give_up(&what, &symptom).await);
                 }
             }
         }

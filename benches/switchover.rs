@@ -222,13 +222,8 @@ async fn rollouts(pgha: &mut Pgha, method: &str, runs: usize) -> Series {
         match rollout(pgha, method, round).await {
             Ok(run) => series.runs.push(run),
             Err(symptom) => {
-                let label = format!("{}-rollout-{method}-{round}", pgha.name);
-                println!("pgha rollout on {}: FAILED: {symptom}", pgha.name);
-                pgha.keep_evidence(&label);
-                series
-                    .failures
-                    .push(format!("{symptom} (target/failover-logs/{label})"));
-                pgha.replace().await;
+                let what = format!("rollout-{method}-{round}");
+                series.failures.push(pgha.give_up(&what, &symptom).await);
             }
         }
     }
@@ -296,13 +291,8 @@ async fn pgha_side(runs: usize, rollout_runs: usize) -> Vec<Series> {
         match pgha_run(&mut pgha, round % 2 == 0).await {
             Ok(run) => series.runs.push(run),
             Err(symptom) => {
-                let label = format!("{}-switchover-{round}", pgha.name);
-                println!("pgha switchover on {}: FAILED: {symptom}", pgha.name);
-                pgha.keep_evidence(&label);
-                series
-                    .failures
-                    .push(format!("{symptom} (target/failover-logs/{label})"));
-                pgha.replace().await;
+                let what = format!("switchover-{round}");
+                series.failures.push(pgha.give_up(&what, &symptom).await);
             }
         }
     }

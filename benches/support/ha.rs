@@ -153,8 +153,19 @@ impl Pgha {
         }
     }
 
+    /// A run that left the cluster broken: says so, keeps the evidence under
+    /// target/failover-logs/, and goes on with a new PgCluster. Returns the failure as the
+    /// report lists it.
+    pub async fn give_up(&mut self, what: &str, symptom: &str) -> String {
+        let label = format!("{}-{what}", self.name);
+        println!("pgha {what} on {}: FAILED: {symptom}", self.name);
+        self.keep_evidence(&label);
+        self.replace().await;
+        format!("{symptom} (target/failover-logs/{label})")
+    }
+
     /// Deletes the current PgCluster and goes on with a new one.
-    pub async fn replace(&mut self) {
+    async fn replace(&mut self) {
         let _ = self.clusters.delete(&self.name, &Default::default()).await;
         let gone = within(Duration::from_secs(120), "PgCluster deleted", || async {
             let pods: Api<Pod> = Api::namespaced(self.kube.clone(), NS);
@@ -247,7 +258,7 @@ impl Pgha {
 
     /// Saves what a person needs to see why a run failed: the pods' logs, the PgCluster and
     /// PgInstances, the Leases and the Events, under target/failover-logs/`label`.
-    pub fn keep_evidence(&self, label: &str) {
+    fn keep_evidence(&self, label: &str) {
         let to = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("target/failover-logs")
             .join(label);
