@@ -1,9 +1,15 @@
 # The two commands a person needs: `make demo` and `make test`.
-.PHONY: test deps fmt-check clippy unit crds demo bench cluster-up cluster-down deploy
+# `make install` puts pgha and kubectl-pgha (the kubectl plugin) into ~/.cargo/bin, or
+# PREFIX/bin with PREFIX=...
+.PHONY: install test deps fmt-check clippy unit crds demo bench cluster-up cluster-down deploy
 
 CARGO ?= cargo
 
 test: deps fmt-check clippy unit
+
+PREFIX ?=
+install:
+	$(CARGO) install --locked --path . $(if $(PREFIX),--root $(PREFIX))
 
 deps:
 	@scripts/install-deps.sh

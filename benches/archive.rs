@@ -1,7 +1,7 @@
 //! Archive benchmarks (issue 5), side by side in one run against the same s3s-fs server on
 //! loopback:
 //! - base backup of a pgbench database (scale 100, ≈1.5 GB, plus a table of random bytes so
-//!   compression cannot flatter anyone): `pgha backup`, `pg_basebackup -Ft -z` to local disk,
+//!   compression cannot flatter anyone): `pgha archive backup`, `pg_basebackup -Ft -z` to local disk,
 //!   `barman-cloud-backup --snappy` and pgBackRest (lz4, process-max 2);
 //! - then 5 minutes of pgbench writes, archived by all three tools (one archive_command runs
 //!   them in turn), and for each tool: restore of its newest backup into an empty directory,
@@ -353,7 +353,7 @@ fn render(f: &Figures) -> String {
         size = gb(f.size),
     );
     let names = [
-        "`pgha backup` (zstd 1, 4 files in parallel, small files bundled, to S3)",
+        "`pgha archive backup` (zstd 1, 4 files in parallel, small files bundled, to S3)",
         "`pg_basebackup -Ft -z` (gzip, to local disk)",
         "`barman-cloud-backup --snappy` (to S3)",
         "pgBackRest `backup --type=full` (lz4, process-max 2, bundles, to S3)",
@@ -412,7 +412,7 @@ fn render(f: &Figures) -> String {
         ));
     }
     out.push_str(
-        "\n`pgha backup` and pgBackRest wait until the backup's last WAL segment is archived \
+        "\n`pgha archive backup` and pgBackRest wait until the backup's last WAL segment is archived \
          (Postgres's archive_command runs all three tools in turn, about a second of it being \
          barman-cloud's Python start-up); barman-cloud does not wait. pg_basebackup writes to \
          local disk, not to the object store. \"Faster by\" is the peer's time over pgha's.\n",

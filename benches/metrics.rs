@@ -102,7 +102,7 @@ async fn main() {
          A primary with two streaming replicas, real Postgres 15 on loopback; the agents run in \
          the benchmark's process and each read is the function the agent's HTTP handler calls \
          (HTTP excluded). One `/metrics` scrape reads the status report's views and the \
-         database counters over one connection.\n\n\
+         database counters over the agent's kept connection, the queries pipelined.\n\n\
          | read | runs | median | p99 | max |\n|---|---|---|---|---|\n\
          {status_row}{metrics_row}{replica_row}\n\
          One scrape of the primary is {size} bytes. Resident memory of the process that runs \

@@ -4,7 +4,7 @@
 //! own (pgbench at `PGHA_BENCH_SCALE`, `PGHA_BENCH_NOISE_MB` of random bytes, a base backup,
 //! then `PGHA_BENCH_LOAD_SECS` of pgbench writes) by a PgCluster on the local cluster:
 //! - Kubernetes: apply of a PgCluster with `bootstrap.recovery` (1 instance) → `Healthy`;
-//! - engine: `pgha restore` of the same backup into an empty directory, then Postgres replays
+//! - engine: `pgha archive restore` of the same backup into an empty directory, then Postgres replays
 //!   the archive through `pgha wal-fetch` until it promotes;
 //! - ceiling: the same restore, every WAL segment copied into `pg_wal` beforehand (not timed),
 //!   and replay with a `restore_command` that finds nothing.
@@ -89,12 +89,12 @@ async fn pgbench(target: &Target, args: &[&str]) {
     );
 }
 
-/// `pgha restore` of the newest backup into `name`'s data directory.
+/// `pgha archive restore` of the newest backup into `name`'s data directory.
 fn restore(ws: &Workspace, store: &Path, name: &str) -> Duration {
     let settings = ws.settings(name);
     let started = Instant::now();
     let out = Command::new(PGHA)
-        .arg("restore")
+        .args(["archive", "restore"])
         .arg("--store")
         .arg(store)
         .arg("--pgdata")
@@ -104,7 +104,7 @@ fn restore(ws: &Workspace, store: &Path, name: &str) -> Duration {
         .unwrap();
     assert!(
         out.status.success(),
-        "pgha restore: {}",
+        "pgha archive restore: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     started.elapsed()
@@ -287,7 +287,7 @@ async fn main() {
          |---|---|---|---|\n\
          | Kubernetes: apply of a recovery PgCluster → `Healthy` (init pod restores and \
          replays, then the instance pod starts) | | | {k8s} |\n\
-         | engine: `pgha restore`, then replay through `pgha wal-fetch` | {er} ({er_mb:.0} \
+         | engine: `pgha archive restore`, then replay through `pgha wal-fetch` | {er} ({er_mb:.0} \
          MB/s) | {ep} ({ep_mb:.0} MB/s) | {e} |\n\
          | ceiling: the same restore, WAL already in `pg_wal` | {cr} | {cp} ({cp_mb:.0} MB/s) \
          | {c} |\n\n\

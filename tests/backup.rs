@@ -28,7 +28,7 @@ mod s3;
 mod writer;
 
 use eventually::eventually as wait_for;
-use install::{create, healthy, installed};
+use install::{create, healthy, installed, pgha};
 use s3::{BUCKET, S3};
 use writer::{Target, Writer, connect, missing, pgbench};
 
@@ -143,16 +143,13 @@ async fn archive_now(db: &tokio_postgres::Client, s3: &S3, path: &str) {
     .await;
 }
 
-/// A recovery cluster `name` that restores `orders` to `to`; its rows of `marks`.
-async fn restore(
+/// The rows of `marks` in recovery cluster `name`, once it is Healthy.
+async fn restored_rows(
     cluster: &Cluster,
     client: &Client,
     clusters: &Api<PgCluster>,
     name: &str,
-    port: u16,
-    to: &str,
 ) -> Vec<i32> {
-    create(clusters, &recovery_yaml(name, port, to)).await;
     wait_for(
         Duration::from_secs(240),
         "the restored cluster Healthy",
@@ -257,15 +254,12 @@ async fn archiving_backups_retention_and_point_in_time_restores() {
         .unwrap();
     let writer = Writer::start(app.clone(), Duration::from_millis(20)).await;
     let load = pgbench(&app).await;
-    let manual: PgBackup = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "orders-manual"},
-        "spec": {"cluster": "orders"},
-    }))
+    pgha(
+        &cluster,
+        &["backup", "orders", "--name", "orders-manual", "-n", NS],
+    )
+    .await
     .unwrap();
-    backups
-        .create(&PostParams::default(), &manual)
-        .await
-        .unwrap();
     let manual = wait_for(Duration::from_secs(180), "the on-demand backup", || async {
         let b = backups.get("orders-manual").await.ok()?;
         match b.status.as_ref()?.result.phase? {
@@ -300,6 +294,22 @@ async fn archiving_backups_retention_and_point_in_time_restores() {
         },
     )
     .await;
+
+    // The leading operator's metrics say when the newest backup completed, and the schedule.
+    let metrics = install::operator_metrics(&client).await;
+    let labels = "{namespace=\"shop\",cluster=\"orders\"}";
+    for series in [
+        "pgha_backup_last_completed_timestamp_seconds",
+        "pgha_backup_last_size_bytes",
+        "pgha_backup_last_duration_seconds",
+    ] {
+        assert!(
+            metrics.contains(&format!("{series}{labels}")),
+            "{series}: {metrics}"
+        );
+    }
+    let interval = format!("pgha_backup_schedule_interval_seconds{labels} 60.0");
+    assert!(metrics.contains(&interval), "{metrics}");
 
     // A point in time between two commits.
     mark(&db, 1..=5).await;
@@ -339,15 +349,9 @@ async fn archiving_backups_retention_and_point_in_time_restores() {
 
     // Restore to T: exactly the rows committed before T.
     let at = t.to_rfc3339_opts(SecondsFormat::Millis, true);
-    let rows = restore(
-        &cluster,
-        &client,
-        &clusters,
-        "restored",
-        port,
-        &format!("      target: {{time: '{at}'}}\n"),
-    )
-    .await;
+    let to = format!("      target: {{time: '{at}'}}\n");
+    create(&clusters, &recovery_yaml("restored", port, &to)).await;
+    let rows = restored_rows(&cluster, &client, &clusters, "restored").await;
     assert_eq!(rows, (1..=5).collect::<Vec<_>>(), "restored to {at}");
 
     // Targets before the first backup and after the last archived WAL are refused, with the
@@ -403,7 +407,11 @@ async fn archiving_backups_retention_and_point_in_time_restores() {
     )
     .await;
     archive_now(&session(&superuser).await, &s3, "shop/orders").await;
-    let rows = restore(&cluster, &client, &clusters, "latest", port, "").await;
+    // This one as a DBA asks for it: `pgha restore` copies orders' spec.
+    pgha(&cluster, &["restore", "orders", "--to", "latest", "-n", NS])
+        .await
+        .unwrap();
+    let rows = restored_rows(&cluster, &client, &clusters, "latest").await;
     assert_eq!(rows, (1..=13).collect::<Vec<_>>());
     let latest = session(&Target::rw(&cluster, &client, NS, "latest", "app").await).await;
     let lost = missing(&latest, &acked).await;
@@ -424,6 +432,11 @@ async fn archiving_backups_retention_and_point_in_time_restores() {
         timeline >= 3,
         "a restore promotes on a new timeline after the failover's"
     );
+    // It backs itself up like orders (to its own path); the rest of the test does not need it.
+    clusters
+        .delete("latest", &kube::api::DeleteParams::default())
+        .await
+        .unwrap();
 
     // A drill on an archive with a damaged object fails, visibly: the condition, the status
     // and an Event. The schedule is paused so that the damaged backup stays the newest.

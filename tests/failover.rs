@@ -16,6 +16,7 @@ use pgha_e2e::{Cluster, Fault, PodRef};
 mod eventually;
 #[path = "common/faults.rs"]
 mod faults;
+#[allow(dead_code)]
 #[path = "common/operator.rs"]
 mod install;
 #[path = "common/writer.rs"]

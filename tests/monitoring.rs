@@ -3,6 +3,10 @@
 //! cluster, and the alert rules in deploy/monitoring/ are loaded and unit-tested by promtool —
 //! every rule parses, every alert says what happened and what to do, and each fires on the
 //! series it is for and not on healthy ones (tests/monitoring/alerts_test.yaml).
+//!
+//! The same cluster serves `kubectl pgha` (the `pgha` binary): `status` shows the primary and
+//! both replicas streaming, then the frozen replica as not streaming; `psql` reaches the
+//! primary and a replica; `report` writes a tarball without a Secret's value.
 
 #[path = "common/eventually.rs"]
 mod eventually;
@@ -26,7 +30,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use eventually::eventually;
-use install::{create, healthy, installed};
+use install::{create, healthy, installed, pgha};
 use writer::{Target, connect};
 
 fn promtool(args: &[&str], dir: &Path) -> String {
@@ -275,7 +279,7 @@ async fn targets(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prometheus_scrapes_every_agent_and_the_operator() {
+async fn prometheus_and_kubectl_pgha_status_see_a_frozen_replica() {
     let (cluster, client) = installed(12).await;
     let clusters: Api<PgCluster> = Api::namespaced(client.clone(), "shop");
     create(
@@ -349,6 +353,85 @@ async fn prometheus_scrapes_every_agent_and_the_operator() {
             .is_some_and(|n| n > 0.0)
     );
 
+    // `pgha status`: the primary and two streaming replicas, as the primary sees them.
+    let status = |screen: Value, name: &str| {
+        let rows = screen["instances"].as_array().unwrap();
+        let row = rows.iter().find(|r| r["name"] == name).unwrap();
+        row["replication"].as_str().unwrap().to_string()
+    };
+    let screen = status_json(&cluster).await;
+    for name in ["orders-1", "orders-2", "orders-3"] {
+        let want = if name == primary {
+            "primary"
+        } else {
+            "streaming"
+        };
+        assert_eq!(status(screen.clone(), name), want, "{screen:#}");
+    }
+    println!(
+        "{}",
+        pgha(&cluster, &["status", "orders", "-n", "shop"])
+            .await
+            .unwrap()
+    );
+
+    // `pgha psql`: the primary through -rw, a replica through -ro; no password shown.
+    let app = Target::rw(&cluster, &client, "shop", "orders", "app").await;
+    let psql = |replica: bool| {
+        let mut args = vec!["psql", "orders", "-n", "shop"];
+        if replica {
+            args.push("--replica");
+        }
+        args.extend(["--", "-tAc", "SELECT pg_is_in_recovery()"]);
+        let cluster = &cluster;
+        async move { pgha(cluster, &args).await.unwrap() }
+    };
+    assert_eq!(psql(false).await.trim(), "f");
+    let on_replica = psql(true).await;
+    assert_eq!(on_replica.trim(), "t");
+    assert!(!on_replica.contains(&app.password));
+
+    // `pgha report`: the objects, each agent's report, logs; Secrets without their values.
+    let report = tempfile::tempdir().unwrap();
+    let file = report.path().join("orders.tar.gz");
+    pgha(
+        &cluster,
+        &[
+            "report",
+            "orders",
+            "-n",
+            "shop",
+            "-f",
+            file.to_str().unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    let files = untar(&file);
+    let names: Vec<&String> = files.keys().collect();
+    for want in [
+        "pgcluster.yaml",
+        "pginstances.yaml",
+        "secrets.yaml",
+        "events.yaml",
+    ] {
+        assert!(
+            files.contains_key(&format!("shop-orders/{want}")),
+            "{names:?}"
+        );
+    }
+    let agent = &files[&format!("shop-orders/agents/{primary}.json")];
+    let agent: Value = serde_json::from_str(agent).unwrap();
+    assert_eq!(agent["role"], "primary");
+    assert!(
+        names.iter().any(|n| n.starts_with("shop-orders/logs/")),
+        "{names:?}"
+    );
+    for (name, text) in &files {
+        assert!(!text.contains(&app.password), "{name} has the app password");
+    }
+    assert!(files["shop-orders/secrets.yaml"].contains("orders-app"));
+
     // A frozen replica falls behind while the primary takes writes.
     let frozen = ["orders-1", "orders-2", "orders-3"]
         .into_iter()
@@ -384,6 +467,19 @@ async fn prometheus_scrapes_every_agent_and_the_operator() {
         },
     )
     .await;
+    // The primary drops it after wal_sender_timeout: `pgha status` says it is not streaming.
+    eventually(
+        Duration::from_secs(30),
+        "the frozen replica not streaming",
+        || async { (status(status_json(&cluster).await, frozen) == "notStreaming").then_some(()) },
+    )
+    .await;
+    println!(
+        "{}",
+        pgha(&cluster, &["status", "orders", "-n", "shop"])
+            .await
+            .unwrap()
+    );
     // The replica's own agent is frozen with it: Prometheus sees it down.
     let up = format!("up{{pod=\"{frozen}\"}}");
     eventually(
@@ -397,4 +493,28 @@ async fn prometheus_scrapes_every_agent_and_the_operator() {
         (prometheus.value(&lag).await? == 0.0).then_some(())
     })
     .await;
+}
+
+async fn status_json(cluster: &pgha_e2e::Cluster) -> Value {
+    let out = pgha(cluster, &["status", "orders", "-n", "shop", "-o", "json"])
+        .await
+        .unwrap();
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// Path → text of every file in a .tar.gz.
+fn untar(file: &Path) -> std::collections::BTreeMap<String, String> {
+    let gz = flate2::read::GzDecoder::new(std::fs::File::open(file).unwrap());
+    let mut archive = tar::Archive::new(gz);
+    archive
+        .entries()
+        .unwrap()
+        .map(|entry| {
+            let mut entry = entry.unwrap();
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text).unwrap();
+            (path, text)
+        })
+        .collect()
 }

@@ -1,6 +1,6 @@
 //! Base backups the operator assigns to this instance (`spec.backup` of its PgInstance). The
-//! agent runs them because it owns the data directory: `pgha backup` reads it while Postgres
-//! runs, then `pgha retention` and `pgha catalog` tell what the archive now holds. Each is a
+//! agent runs them because it owns the data directory: `pgha archive backup` reads it while Postgres
+//! runs, then `pgha archive retention` and `pgha archive catalog` tell what the archive now holds. Each is a
 //! child process of the same binary, so a backup's memory is gone with it.
 
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,7 @@ pub struct Backups {
     last: Mutex<Option<InstanceBackup>>,
 }
 
-/// What `pgha catalog --json` prints.
+/// What `pgha archive catalog --json` prints.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Catalog {
@@ -92,7 +92,7 @@ impl Backups {
 
 /// The backup, then retention and the catalog. A failure after the backup is logged and
 /// leaves the catalog out: the backup itself is good.
-/// `pgha backup --json` prints the LSNs, timeline, sizes and id as a `BackupResult`.
+/// `pgha archive backup --json` prints the LSNs, timeline, sizes and id as a `BackupResult`.
 async fn run(agent: &Agent, request: &BackupRequest) -> Result<(BackupResult, Option<Catalog>)> {
     let settings = agent.settings();
     let archive = settings.archive.as_ref().ok_or_else(|| {
@@ -100,7 +100,9 @@ async fn run(agent: &Agent, request: &BackupRequest) -> Result<(BackupResult, Op
     })?;
     let pgha = |verb: &str| {
         let mut cmd = tokio::process::Command::new(&archive.pgha);
-        cmd.arg(verb).arg("--store").arg(&archive.store);
+        cmd.args(["archive", verb])
+            .arg("--store")
+            .arg(&archive.store);
         cmd
     };
     let mut backup = pgha("backup");
@@ -113,7 +115,7 @@ async fn run(agent: &Agent, request: &BackupRequest) -> Result<(BackupResult, Op
         .args(["--user", names::SUPERUSER, "--json"]);
     let out = pgbin::run(backup).await?;
     let taken: BackupResult = serde_json::from_str(out.lines().next().unwrap_or_default())
-        .map_err(|e| AgentError::Refused(format!("pgha backup printed {out:?}: {e}")))?;
+        .map_err(|e| AgentError::Refused(format!("pgha archive backup printed {out:?}: {e}")))?;
     let after = async {
         if let Some(retention) = request
             .retention
@@ -133,7 +135,7 @@ async fn run(agent: &Agent, request: &BackupRequest) -> Result<(BackupResult, Op
         catalog.arg("--json");
         let out = pgbin::run(catalog).await?;
         serde_json::from_str::<Catalog>(out.lines().next().unwrap_or_default())
-            .map_err(|e| AgentError::Refused(format!("pgha catalog printed {out:?}: {e}")))
+            .map_err(|e| AgentError::Refused(format!("pgha archive catalog printed {out:?}: {e}")))
     };
     let catalog = after
         .await

@@ -487,6 +487,7 @@ mod tests {
                 replay_lsn: Some("0/1000000".into()),
                 sync_state: Some("quorum".into()),
                 lag_bytes: None,
+                replay_lag_seconds: None,
             }],
             slots: Vec::new(),
             pending_restart: Vec::new(),

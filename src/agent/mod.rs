@@ -55,7 +55,13 @@ pub struct Agent {
     /// One state change at a time; status reads do not take it.
     ops: tokio::sync::Mutex<()>,
     state: Mutex<State>,
+    /// The status and metrics reads' connection.
+    kept: sql::KeptConnection,
 }
+
+/// How long the status and metrics reads may take: a frozen server must not hold up the
+/// agent's loop or a scrape.
+const READ_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 struct State {
     desired: Desired,
@@ -91,6 +97,7 @@ impl Agent {
             settings,
             credentials,
             ops: tokio::sync::Mutex::new(()),
+            kept: sql::KeptConnection::default(),
             state: Mutex::new(State {
                 desired,
                 serving: false,
@@ -242,16 +249,9 @@ impl Agent {
         if !matches!(status.postmaster.run, RunState::Running { .. }) {
             return (status, None);
         }
-        let mut read = None;
-        let server = match sql::connect(&self.settings).await {
-            Ok(client) => {
-                let server = status::server(&client).await;
-                if counters && server.is_ok() {
-                    read = metrics::counters(&client).await.ok();
-                }
-                server
-            }
-            Err(e) => Err(e),
+        let (server, read) = match self.read_server(counters).await {
+            Ok((server, read)) => (Ok(server), read),
+            Err(e) => (Err(e), None),
         };
         match server {
             Ok(mut server) => {
@@ -290,6 +290,34 @@ impl Agent {
             }
         }
         (status, read)
+    }
+
+    /// The server's status (and counters) over the kept connection, within `READ_WITHIN`. A
+    /// read that fails is tried once more on a new connection, so a server restarted since the
+    /// last read does not show as a failed read; a read that runs out of time drops the
+    /// connection, so a frozen server is not waited on twice.
+    async fn read_server(
+        &self,
+        counters: bool,
+    ) -> Result<(status::ServerStatus, Option<metrics::Counters>)> {
+        let attempt = async {
+            let kept = self.kept.get(&self.settings).await?;
+            if let Ok(read) = reads(&kept, counters).await {
+                return Ok(read);
+            }
+            self.kept.forget().await;
+            reads(&*self.kept.get(&self.settings).await?, counters).await
+        };
+        let outcome = match tokio::time::timeout(READ_WITHIN, attempt).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(AgentError::Refused(format!(
+                "the local instance did not answer within {READ_WITHIN:?}"
+            ))),
+        };
+        if outcome.is_err() {
+            self.kept.forget().await;
+        }
+        outcome
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -338,4 +366,16 @@ impl Agent {
         self.lock().serving = true;
         Ok(())
     }
+}
+
+async fn reads(
+    client: &tokio_postgres::Client,
+    counters: bool,
+) -> Result<(status::ServerStatus, Option<metrics::Counters>)> {
+    let server = status::server(client).await?;
+    let read = match counters {
+        true => metrics::counters(client).await.ok(),
+        false => None,
+    };
+    Ok((server, read))
 }

@@ -1,4 +1,4 @@
-//! The first data directory of a cluster bootstrapped from a backup: `pgha restore` from the
+//! The first data directory of a cluster bootstrapped from a backup: `pgha archive restore` from the
 //! source's archive into a sibling folder, Postgres replays the archived WAL there up to the
 //! target and promotes, and only then is the folder moved into place. An init pod that dies
 //! half-way leaves no data directory, so the next attempt starts over rather than starting a
@@ -36,13 +36,13 @@ pub async fn restore(
         &recovery.source.s3,
         &settings.source_credentials_dir,
     )?;
-    // `pgha restore` wants an absent or empty folder, and creates it for Postgres's user.
+    // `pgha archive restore` wants an absent or empty folder, and creates it for Postgres's user.
     if into.exists() {
         std::fs::remove_dir(into).map_err(AgentError::io("clearing", into))?;
     }
     let pgha = std::env::current_exe().map_err(AgentError::io("finding", "pgha"))?;
     let mut cmd = tokio::process::Command::new(pgha);
-    cmd.arg("restore")
+    cmd.args(["archive", "restore"])
         .arg("--store")
         .arg(&store)
         .arg("--pgdata")
@@ -53,13 +53,13 @@ pub async fn restore(
     }
     let out = pgbin::run(cmd).await?;
     tracing::info!(output = %out.trim(), "restored the base backup; replaying WAL");
-    // "restored backup <id> (...)", the first line `pgha restore` prints.
+    // "restored backup <id> (...)", the first line `pgha archive restore` prints.
     let backup = out
         .split_whitespace()
         .nth(2)
         .unwrap_or_default()
         .to_string();
-    // Our configuration, then the recovery settings `pgha restore` wrote after it:
+    // Our configuration, then the recovery settings `pgha archive restore` wrote after it:
     // `postgresql.auto.conf` is read last, so its restore_command (the source's archive)
     // wins over the cluster's own.
     let auto = into.join("postgresql.auto.conf");
@@ -131,7 +131,7 @@ pub async fn check(settings: &Settings) -> Result<Checked> {
     Ok(checked)
 }
 
-/// `pgha restore`'s target flags; none replays to the end of the archive.
+/// `pgha archive restore`'s target flags; none replays to the end of the archive.
 fn target_args(recovery: &RecoverySpec) -> Vec<String> {
     let Some(target) = &recovery.target else {
         return Vec::new();

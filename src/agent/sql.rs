@@ -1,6 +1,7 @@
 //! Connections to the local instance: the superuser over the Unix socket, authenticated by
 //! the agent's OS user (peer), so no password is needed or sent.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, NoTls};
@@ -29,6 +30,31 @@ pub async fn connect(settings: &Settings) -> Result<Client> {
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// The connection the status and metrics reads share: opening one costs more than the reads
+/// (a backend fork), and they run every second and on every scrape.
+#[derive(Default)]
+pub struct KeptConnection {
+    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+}
+
+impl KeptConnection {
+    /// The kept connection; a new one when there is none or the server closed it.
+    pub async fn get(&self, settings: &Settings) -> Result<Arc<Client>> {
+        let mut kept = self.client.lock().await;
+        if let Some(client) = kept.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(client.clone());
+        }
+        let client = Arc::new(connect(settings).await?);
+        *kept = Some(client.clone());
+        Ok(client)
+    }
+
+    /// Drops the kept connection: the next `get` opens a new one.
+    pub async fn forget(&self) {
+        *self.client.lock().await = None;
+    }
 }
 
 /// A connection to another instance's `postgres` database as the replication role.

@@ -77,7 +77,7 @@ pub struct Upstream {
 }
 
 /// A standby connected to this server.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Standby {
     pub name: String,
@@ -88,6 +88,9 @@ pub struct Standby {
     pub replay_lsn: Option<String>,
     pub sync_state: Option<String>,
     pub lag_bytes: Option<u64>,
+    /// How long the standby took to replay what it was last sent (`replay_lag`; unset once
+    /// it has caught up and the primary is idle).
+    pub replay_lag_seconds: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -112,7 +115,8 @@ const RECEIVER: &str = "SELECT status, sender_host, sender_port, received_tli, l
 const STANDBYS: &str = "SELECT application_name, client_addr::text, state, sent_lsn::text,
         flush_lsn::text, replay_lsn::text, sync_state,
         CASE WHEN pg_is_in_recovery() THEN NULL
-             ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint END
+             ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint END,
+        extract(epoch FROM replay_lag)::float8
         FROM pg_stat_replication ORDER BY application_name";
 const ARCHIVER: &str = "SELECT archived_count, last_archived_wal, last_archived_time::text,
         failed_count, last_failed_wal, last_failed_time::text,
@@ -123,7 +127,13 @@ const SLOTS: &str = "SELECT slot_name::text, active, restart_lsn::text
 
 pub async fn server(client: &Client) -> Result<ServerStatus> {
     let q = AgentError::sql("reading status");
-    let row = client.query_one(SERVER, &[]).await.map_err(q)?;
+    // Pipelined on the one connection: a round trip each would cost more than the reads.
+    let (row, standbys, slots, archiver) = tokio::try_join!(
+        async { client.query_one(SERVER, &[]).await.map_err(q) },
+        standbys(client),
+        slots(client),
+        archiver(client),
+    )?;
     let mut status = ServerStatus {
         in_recovery: row.get(0),
         timeline: None,
@@ -134,10 +144,10 @@ pub async fn server(client: &Client) -> Result<ServerStatus> {
         lag_bytes: None,
         lag_seconds: None,
         upstream: None,
-        standbys: standbys(client).await?,
-        slots: slots(client).await?,
+        standbys,
+        slots,
         pending_restart: row.get(2),
-        archiver: archiver(client).await?,
+        archiver,
     };
     if status.in_recovery {
         replica(client, &mut status).await?;
@@ -155,18 +165,20 @@ pub async fn server(client: &Client) -> Result<ServerStatus> {
 }
 
 async fn replica(client: &Client, status: &mut ServerStatus) -> Result<()> {
-    let row = client
-        .query_one(REPLICA, &[])
-        .await
-        .map_err(AgentError::sql("reading the replica's position"))?;
+    let (row, receiver) = tokio::try_join!(
+        async {
+            let read = client.query_one(REPLICA, &[]).await;
+            read.map_err(AgentError::sql("reading the replica's position"))
+        },
+        async {
+            let read = client.query_opt(RECEIVER, &[]).await;
+            read.map_err(AgentError::sql("reading the WAL receiver"))
+        },
+    )?;
     status.received_lsn = row.get(0);
     status.replayed_lsn = row.get(1);
     status.lag_seconds = row.get(2);
     let checkpoint_timeline: Option<i32> = row.get(3);
-    let receiver = client
-        .query_opt(RECEIVER, &[])
-        .await
-        .map_err(AgentError::sql("reading the WAL receiver"))?;
     let replayed = status.replayed_lsn.as_deref().and_then(parse_lsn);
     let mut ahead = status.received_lsn.as_deref().and_then(parse_lsn);
     if let Some(row) = receiver {
@@ -215,6 +227,7 @@ async fn standbys(client: &Client) -> Result<Vec<Standby>> {
             lag_bytes: row
                 .get::<_, Option<i64>>(7)
                 .and_then(|b| u64::try_from(b).ok()),
+            replay_lag_seconds: row.get(8),
         })
         .collect())
 }

@@ -99,7 +99,7 @@ pub struct BackupResult {
     /// Bytes stored after compression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_bytes: Option<i64>,
-    /// The backup's id in the object store (`pgha catalog` lists it).
+    /// The backup's id in the object store (`pgha archive catalog` lists it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_id: Option<String>,
     /// Why a backup waits or failed.

@@ -1,14 +1,14 @@
 //! `pgha switchover` (also `kubectl pgha switchover`): asks the operator for a planned
 //! switchover by annotating the PgCluster, then waits for the outcome in its status.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use kube::Api;
 use kube::api::{Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
 use serde_json::json;
+
+use super::kubectl::{KubeArgs, get_cluster};
 
 use crate::api::PgCluster;
 use crate::api::cluster::SWITCHOVER_ANNOTATION;
@@ -20,12 +20,8 @@ pub struct SwitchoverArgs {
     /// The instance to move the primary to; the most caught-up ready replica when not given.
     #[arg(long)]
     to: Option<String>,
-    /// The PgCluster's namespace; the kubeconfig context's when not given.
-    #[arg(short, long)]
-    namespace: Option<String>,
-    /// The kubeconfig to use, like kubectl's (else KUBECONFIG or ~/.kube/config).
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    kube: KubeArgs,
     /// How long to wait for the switchover to finish.
     #[arg(long, default_value_t = 60)]
     wait_seconds: u64,
@@ -35,26 +31,10 @@ pub fn run(args: SwitchoverArgs) -> Result<(), Box<dyn std::error::Error>> {
     tokio::runtime::Runtime::new()?.block_on(switch_over(args))
 }
 
-async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, Box<dyn std::error::Error>> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path)?;
-            Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await?
-        }
-        None => Config::infer().await?,
-    };
-    Ok(Client::try_from(config)?)
-}
-
 async fn switch_over(args: SwitchoverArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let client = client(args.kubeconfig.as_ref()).await?;
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| client.default_namespace().to_string());
-    let clusters: Api<PgCluster> = Api::namespaced(client, &namespace);
-    let before = clusters
-        .get(&args.cluster)
+    let (client, namespace) = args.kube.connect().await?;
+    let clusters: Api<PgCluster> = Api::namespaced(client.clone(), &namespace);
+    let before = get_cluster(&client, &namespace, &args.cluster)
         .await?
         .status
         .unwrap_or_default();

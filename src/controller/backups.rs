@@ -9,6 +9,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
+use super::context::LastBackup;
 use super::{Context, Error};
 use crate::api::backup::{BackupPhase, BackupResult, BackupTarget, PgBackupStatus};
 use crate::api::instance::{BackupRequest, InstanceBackup};
@@ -175,6 +176,12 @@ pub async fn step(
         let note = format!("removed PgBackup {backup}: retention deleted its data");
         ctx.event(&reference, false, "BackupRemoved", note).await;
     }
+    ctx.metrics.backups(
+        &namespace,
+        &name,
+        last_completed(&ours),
+        schedule.and_then(|s| backups::interval(s, Utc::now())),
+    );
     step.assigned = plan.assigned.map(|(backup, instance)| {
         let request = BackupRequest {
             name: backup,
@@ -198,6 +205,29 @@ pub async fn step(
         .max()
         .map(|(_, name)| name);
     Ok(step)
+}
+
+/// The newest completed backup, for the metrics.
+fn last_completed(backups: &[PgBackup]) -> Option<LastBackup> {
+    backups
+        .iter()
+        .filter_map(|b| {
+            let result = &b.status.as_ref()?.result;
+            if result.phase != Some(BackupPhase::Completed) {
+                return None;
+            }
+            let (started, completed) = (result.started_at.as_ref()?, result.completed_at.as_ref()?);
+            Some(LastBackup {
+                completed: completed.0.as_millisecond() as f64 / 1000.0,
+                took: completed
+                    .0
+                    .duration_since(started.0)
+                    .try_into()
+                    .unwrap_or_default(),
+                size_bytes: result.size_bytes.unwrap_or_default(),
+            })
+        })
+        .max_by(|a, b| a.completed.total_cmp(&b.completed))
 }
 
 fn view(backup: &PgBackup) -> Backup {

@@ -1,6 +1,7 @@
 //! What every reconcile shares: the client, the Event recorder, the metrics.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -28,6 +29,24 @@ pub struct Metrics {
     failovers: Family<Planned, Counter>,
     switchovers: Family<Outcome, Counter>,
     leader: Gauge,
+    backup_completed: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
+    backup_duration: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
+    backup_size: Family<ClusterLabels, Gauge>,
+    backup_interval: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    namespace: String,
+    cluster: String,
+}
+
+/// A cluster's newest completed base backup, as its metrics say it.
+pub struct LastBackup {
+    /// When it completed, in seconds since the epoch.
+    pub completed: f64,
+    pub took: Duration,
+    pub size_bytes: i64,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,6 +79,30 @@ impl Default for Metrics {
         let failovers = Family::default();
         let switchovers = Family::default();
         let leader = Gauge::default();
+        let backup_completed = Family::default();
+        let backup_duration = Family::default();
+        let backup_size = Family::default();
+        let backup_interval = Family::default();
+        registry.register(
+            "pgha_backup_last_completed_timestamp_seconds",
+            "When the cluster's newest completed base backup completed",
+            backup_completed.clone(),
+        );
+        registry.register(
+            "pgha_backup_last_duration_seconds",
+            "How long the cluster's newest completed base backup took",
+            backup_duration.clone(),
+        );
+        registry.register(
+            "pgha_backup_last_size_bytes",
+            "Size of the data in the cluster's newest completed base backup",
+            backup_size.clone(),
+        );
+        registry.register(
+            "pgha_backup_schedule_interval_seconds",
+            "Time between two runs of spec.backup.schedule (absent while suspended)",
+            backup_interval.clone(),
+        );
         registry.register("pgha_reconciles", "Reconciles run", reconciles.clone());
         registry.register(
             "pgha_reconcile_errors",
@@ -94,6 +137,10 @@ impl Default for Metrics {
             failovers,
             switchovers,
             leader,
+            backup_completed,
+            backup_duration,
+            backup_size,
+            backup_interval,
         }
     }
 }
@@ -119,6 +166,40 @@ impl Metrics {
     /// A switchover ended: `completed`, `refused` or `failed`.
     pub fn switched_over(&self, outcome: &'static str) {
         self.switchovers.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    /// A cluster's backups: its newest completed one, and its schedule's interval (None:
+    /// no schedule, or suspended).
+    pub fn backups(
+        &self,
+        namespace: &str,
+        cluster: &str,
+        last: Option<LastBackup>,
+        interval: Option<Duration>,
+    ) {
+        let labels = ClusterLabels {
+            namespace: namespace.to_string(),
+            cluster: cluster.to_string(),
+        };
+        if let Some(last) = last {
+            self.backup_completed
+                .get_or_create(&labels)
+                .set(last.completed);
+            self.backup_duration
+                .get_or_create(&labels)
+                .set(last.took.as_secs_f64());
+            self.backup_size.get_or_create(&labels).set(last.size_bytes);
+        }
+        match interval {
+            Some(every) => {
+                self.backup_interval
+                    .get_or_create(&labels)
+                    .set(every.as_secs_f64());
+            }
+            None => {
+                self.backup_interval.remove(&labels);
+            }
+        }
     }
 
     pub fn set_leading(&self) {

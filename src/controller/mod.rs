@@ -2,7 +2,7 @@
 //! that holds the leader Lease. Each reconcile observes the API, asks `plan` what should exist
 //! and applies it with server-side apply; nothing here decides anything itself.
 
-mod agents;
+pub mod agents;
 pub(crate) mod apply;
 mod backups;
 pub mod cluster;

@@ -100,6 +100,14 @@ fn next_run(observed: &Observed<'_>) -> Option<DateTime<Utc>> {
     schedule.find_next_occurrence(&last, false).ok()
 }
 
+/// The time between two runs of `schedule` after `now`: how old the newest backup may be
+/// before it is overdue (the alert allows 1.2 times this).
+pub fn interval(schedule: &Cron, now: DateTime<Utc>) -> Option<Duration> {
+    let first = schedule.find_next_occurrence(&now, false).ok()?;
+    let second = schedule.find_next_occurrence(&first, false).ok()?;
+    (second - first).to_std().ok()
+}
+
 /// `ContinuousArchiving` from the primary's archiver: `(true, reason, message)` while the
 /// newest attempt succeeded. Postgres keeps every WAL file it could not archive, so the
 /// message gives the backlog that is filling the volume.
@@ -212,6 +220,18 @@ mod tests {
 
     fn at(minute: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 30, 10, minute, 0).unwrap()
+    }
+
+    #[test]
+    fn the_interval_is_between_the_next_two_runs() {
+        let every = |cron: &str| interval(&parse_schedule(cron).unwrap(), at(7));
+        assert_eq!(every("0 3 * * *"), Some(Duration::from_secs(86_400)));
+        assert_eq!(every("*/15 * * * *"), Some(Duration::from_secs(900)));
+        // Uneven: from 10:07 the next two runs are 12:00 and 18:00.
+        assert_eq!(
+            every("0 0,12,18 * * *"),
+            Some(Duration::from_secs(6 * 3600))
+        );
     }
 
     fn backup(name: &str, phase: Option<BackupPhase>, created: u32) -> Backup {

@@ -1,5 +1,6 @@
 //! `/metrics` against real Postgres: the series a dashboard needs on a primary and a replica,
-//! and a replica falling behind while its WAL receiver is frozen.
+//! and a replica falling behind while its WAL receiver is frozen; a frozen backend of the
+//! agent's kept read connection costs one read its time limit, not a hung agent.
 
 use std::time::Duration;
 
@@ -107,4 +108,36 @@ async fn metrics_show_roles_lag_and_a_frozen_replica_falling_behind() {
         (value(&a.metrics().await, replay_lag)? == 0.0).then_some(())
     })
     .await;
+
+    // The agent reads over one kept connection. Its backend frozen: that read gives up
+    // within its 2 s, and the next one opens a new connection and succeeds.
+    assert!(a.status().await.ready);
+    let kept: Vec<i32> = primary
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgha-agent'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!kept.is_empty());
+    for pid in &kept {
+        kill(Pid::from_raw(*pid), Signal::SIGSTOP).unwrap();
+    }
+    let started = std::time::Instant::now();
+    let stuck = a.status().await;
+    let took = started.elapsed();
+    let next = a.status().await;
+    for pid in &kept {
+        kill(Pid::from_raw(*pid), Signal::SIGCONT).unwrap();
+    }
+    assert!(
+        took < Duration::from_secs(4),
+        "the frozen read took {took:?}"
+    );
+    let error = stuck.last_error.unwrap_or_default();
+    assert!(error.contains("did not answer within"), "{error}");
+    assert!(next.ready && next.last_error.is_none(), "{next:?}");
 }

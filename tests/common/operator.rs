@@ -112,23 +112,17 @@ pub async fn leader(client: &Client) -> String {
     lease.spec.unwrap().holder_identity.unwrap()
 }
 
-/// `pgha switchover` of PgCluster `name` in `namespace` (to `to`, or to whom the operator
-/// picks), as a DBA runs it; Err carries what it printed when it failed. Async: the Service
+/// `pgha ARGS` (KUBECONFIG set) against the local cluster, as a DBA runs it; Ok with what it
+/// printed when it succeeded, Err with what it printed when it failed. Async: the Service
 /// proxies run in this process.
-pub async fn pgha_switchover(
-    cluster: &Cluster,
-    namespace: &str,
-    name: &str,
-    to: Option<&str>,
-) -> Result<String, String> {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgha"));
-    command
-        .args(["switchover", name, "-n", namespace, "--kubeconfig"])
-        .arg(cluster.kubeconfig());
-    if let Some(to) = to {
-        command.args(["--to", to]);
-    }
-    let out = command.output().await.map_err(|e| e.to_string())?;
+pub async fn pgha(cluster: &Cluster, args: &[&str]) -> Result<String, String> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgha"))
+        .args(args)
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
     let said =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     if out.status.success() {
@@ -136,4 +130,44 @@ pub async fn pgha_switchover(
     } else {
         Err(said)
     }
+}
+
+/// `pgha switchover` of PgCluster `name` in `namespace` (to `to`, or to whom the operator
+/// picks).
+pub async fn pgha_switchover(
+    cluster: &Cluster,
+    namespace: &str,
+    name: &str,
+    to: Option<&str>,
+) -> Result<String, String> {
+    let mut args = vec!["switchover", name, "-n", namespace];
+    if let Some(to) = to {
+        args.extend(["--to", to]);
+    }
+    pgha(cluster, &args).await
+}
+
+/// The `/metrics` text of every operator pod, one after the other (only the leader's has the
+/// per-cluster series).
+pub async fn operator_metrics(client: &Client) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pods = Api::<Pod>::namespaced(client.clone(), "pgha-system")
+        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/component=operator"))
+        .await
+        .unwrap();
+    let mut all = String::new();
+    for ip in pods
+        .iter()
+        .filter_map(|p| p.status.as_ref()?.pod_ip.clone())
+    {
+        let Ok(mut stream) = tokio::net::TcpStream::connect((ip.as_str(), 8080)).await else {
+            continue;
+        };
+        let sent = stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await;
+        let mut response = String::new();
+        if sent.is_ok() && stream.read_to_string(&mut response).await.is_ok() {
+            all += response.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        }
+    }
+    all
 }

@@ -1,0 +1,120 @@
+//! `pgha psql CLUSTER [--replica]` (`kubectl pgha psql`): the local `psql` against the
+//! cluster's `-rw` (or `-ro`) Service, as the user of its `-app` (or `-superuser`) Secret.
+//! The password goes to psql in its environment, never on a command line or the screen.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::Api;
+
+use super::kubectl::{Failure, KubeArgs, not_found};
+
+#[derive(Args, Debug)]
+pub struct PsqlArgs {
+    /// The PgCluster.
+    cluster: String,
+    /// Connect to the replicas (`-ro`) instead of the primary (`-rw`).
+    #[arg(long)]
+    replica: bool,
+    /// As the superuser (`<cluster>-superuser` Secret) instead of the application user.
+    #[arg(long)]
+    superuser: bool,
+    /// Connect here instead of the Service's cluster IP (for `kubectl port-forward
+    /// svc/<cluster>-rw 5432` from outside the cluster's network: `--host 127.0.0.1`).
+    #[arg(long)]
+    host: Option<String>,
+    /// The port, with `--host`; the Service's otherwise.
+    #[arg(long)]
+    port: Option<u16>,
+    /// The psql to run.
+    #[arg(long, default_value = "psql")]
+    psql: String,
+    #[command(flatten)]
+    kube: KubeArgs,
+    /// Passed to psql as they are (after `--`: `pgha psql orders -- -c 'SELECT 1'`).
+    #[arg(last = true)]
+    psql_args: Vec<String>,
+}
+
+pub fn run(args: PsqlArgs) -> Result<ExitCode, Failure> {
+    let target = tokio::runtime::Runtime::new()?.block_on(target(&args))?;
+    let mut psql = std::process::Command::new(&args.psql);
+    psql.args(&args.psql_args)
+        .env("PGHOST", &target.host)
+        .env("PGPORT", target.port.to_string())
+        .env("PGUSER", &target.user)
+        .env("PGDATABASE", &target.dbname)
+        .env("PGPASSWORD", &target.password)
+        .env("PGAPPNAME", "pgha-psql");
+    let status = psql.status().map_err(|e| {
+        format!(
+            "running {}: {e} (install the PostgreSQL client, or give --psql)",
+            args.psql
+        )
+    })?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}
+
+struct Target {
+    host: String,
+    port: u16,
+    user: String,
+    password: String,
+    dbname: String,
+}
+
+async fn target(args: &PsqlArgs) -> Result<Target, Failure> {
+    let (client, namespace) = args.kube.connect().await?;
+    let which = if args.superuser { "superuser" } else { "app" };
+    let secret_name = format!("{}-{which}", args.cluster);
+    let secret = Api::<Secret>::namespaced(client.clone(), &namespace)
+        .get(&secret_name)
+        .await
+        .map_err(|e| not_found("Secret", &namespace, &secret_name, e))?;
+    let data = secret.data.unwrap_or_default();
+    let value = |key: &str| -> Result<String, Failure> {
+        let bytes = data
+            .get(key)
+            .ok_or_else(|| format!("Secret {namespace}/{secret_name} has no `{key}`"))?;
+        Ok(String::from_utf8(bytes.0.clone())
+            .map_err(|_| format!("Secret {namespace}/{secret_name}: `{key}` is not UTF-8"))?)
+    };
+    let service_name = format!(
+        "{}-{}",
+        args.cluster,
+        if args.replica { "ro" } else { "rw" }
+    );
+    let (host, port) = match &args.host {
+        Some(host) => (host.clone(), args.port.unwrap_or(5432)),
+        None => {
+            let service = Api::<Service>::namespaced(client, &namespace)
+                .get(&service_name)
+                .await
+                .map_err(|e| not_found("Service", &namespace, &service_name, e))?;
+            let spec = service.spec.unwrap_or_default();
+            let ip = spec
+                .cluster_ip
+                .filter(|ip| ip != "None")
+                .ok_or_else(|| format!("Service {namespace}/{service_name} has no cluster IP"))?;
+            let port = spec
+                .ports
+                .unwrap_or_default()
+                .first()
+                .and_then(|p| u16::try_from(p.port).ok())
+                .unwrap_or(5432);
+            (ip, args.port.unwrap_or(port))
+        }
+    };
+    Ok(Target {
+        host,
+        port,
+        user: value("username")?,
+        password: value("password")?,
+        dbname: value("dbname").unwrap_or_else(|_| "postgres".into()),
+    })
+}
