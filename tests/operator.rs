@@ -719,6 +719,68 @@ async fn bad_specs_a_killed_operator_sync_commits_and_parameter_changes() {
         "the old primary (orders-1) restarted before the instance that took over"
     );
 
+    // A value Postgres refuses, which our checks cannot know (out of its range): the cluster
+    // says ConfigInvalid with Postgres's message, the instances keep serving on the files they
+    // loaded, and a deleted pod comes back up on them.
+    set_parameter(&clusters, "work_mem", "99999999999GB").await;
+    let refused = |c: PgCluster| {
+        let status = c.status?;
+        let condition = status
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == "ConfigInvalid")?;
+        (condition.status == "True").then_some(condition.message)
+    };
+    let message = wait_for(Duration::from_secs(60), "ConfigInvalid", || async {
+        refused(clusters.get("orders").await.ok()?)
+    })
+    .await;
+    println!("ConfigInvalid: {message}");
+    assert!(
+        message.contains("invalid value for parameter \"work_mem\": \"99999999999GB\""),
+        "{message}"
+    );
+    let work_mem = || async {
+        let (_, _, primary) = through(&cluster, &client, "orders-rw").await;
+        let row = primary.query_one("SHOW work_mem", &[]).await.unwrap();
+        row.get::<_, String>(0)
+    };
+    assert_eq!(work_mem().await, "8MB");
+    cluster
+        .delete_now(&pgha_e2e::PodRef {
+            namespace: "shop".into(),
+            name: "orders-1".into(),
+        })
+        .await
+        .unwrap();
+    wait_for(
+        Duration::from_secs(120),
+        "orders-1 back after its pod was deleted",
+        || async {
+            let i = instances.get("orders-1").await.ok()?;
+            let s = i.status?;
+            let invalid = s
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "ConfigInvalid" && c.status == "True");
+            (s.ready && invalid).then_some(())
+        },
+    )
+    .await;
+    wait_for(
+        Duration::from_secs(60),
+        "healthy on the loaded configuration",
+        || healthy(&clusters, "orders", 2),
+    )
+    .await;
+    set_parameter(&clusters, "work_mem", "16MB").await;
+    wait_for(Duration::from_secs(60), "ConfigInvalid cleared", || async {
+        let c = clusters.get("orders").await.ok()?;
+        refused(c).is_none().then_some(())
+    })
+    .await;
+    assert_eq!(work_mem().await, "16MB");
+
     // Required spreading: four instances on three nodes run three, on three nodes, and leave
     // the fourth unscheduled with the scheduler's reason.
     create(

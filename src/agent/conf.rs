@@ -2,9 +2,9 @@
 //! `user.conf` (defaults and the user's parameters) and then `operator.conf` (what the agent
 //! owns); a later setting wins, so no user parameter can override the operator's.
 
-use super::error::Result;
-use super::files;
+use super::error::{AgentError, Result};
 use super::settings::Settings;
+use super::{files, pgbin};
 use crate::plan::agent::{Endpoint, PostgresConfig};
 use crate::plan::config::{self, InstanceSettings, Upstream};
 
@@ -22,13 +22,19 @@ pub fn render(config: &PostgresConfig) -> Result<Rendered> {
     })
 }
 
-/// Writes every configuration file, and `standby.signal` exactly when following `upstream`.
-pub fn write(
+/// The record of the configuration the files in the data directory were written from: what
+/// a restart falls back to when the ordered one is refused.
+const WRITTEN: &str = "pgha-config.json";
+/// Where `check` stages the files: in the socket directory, which only Postgres's user reads.
+const STAGE: &str = "config-check";
+
+/// The configuration files, by name.
+fn files(
     settings: &Settings,
     config: &PostgresConfig,
     rendered: &Rendered,
     upstream: Option<&Endpoint>,
-) -> Result<()> {
+) -> Vec<(&'static str, String)> {
     let instance = InstanceSettings {
         name: settings.name.clone(),
         listen_address: settings.listen_address.clone(),
@@ -42,12 +48,10 @@ pub fn write(
         }),
         archive: settings.archive.clone(),
     };
-    let dir = &settings.data_dir;
-    let owner = settings.run_as.as_ref();
     let header = "# Managed by pgha; changes here are overwritten.\n";
     let main = format!("{header}include 'user.conf'\ninclude 'operator.conf'\n");
     let operator = config::render_conf(&config::instance_parameters(&instance));
-    for (file, contents) in [
+    vec![
         ("postgresql.conf", main),
         ("user.conf", format!("{header}{}", rendered.user)),
         ("operator.conf", format!("{header}{operator}")),
@@ -61,14 +65,95 @@ pub fn write(
             "postgresql.auto.conf",
             "# pgha does not use ALTER SYSTEM: set spec.postgresql.parameters.\n".to_string(),
         ),
-    ] {
+    ]
+}
+
+/// Writes every configuration file, and `standby.signal` exactly when following `upstream`.
+pub fn write(
+    settings: &Settings,
+    config: &PostgresConfig,
+    rendered: &Rendered,
+    upstream: Option<&Endpoint>,
+) -> Result<()> {
+    let dir = &settings.data_dir;
+    let owner = settings.run_as.as_ref();
+    for (file, contents) in files(settings, config, rendered, upstream) {
         files::write(&dir.join(file), &contents, 0o600, owner)?;
     }
+    let record = serde_json::to_string(config).unwrap_or_default();
+    files::write(&dir.join(WRITTEN), &record, 0o600, owner)?;
     let signal = dir.join("standby.signal");
     match upstream {
         Some(_) => files::write(&signal, "", 0o600, owner),
         None => files::remove_if_present(&signal),
     }
+}
+
+/// The configuration the files in the data directory were last written from.
+pub fn last_written(settings: &Settings) -> Option<PostgresConfig> {
+    let text = std::fs::read_to_string(settings.data_dir.join(WRITTEN)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Has Postgres itself read the configuration before it is written: `postgres -C` parses the
+/// staged files as a server start does, and fails on an unknown parameter or a value it does
+/// not take (out of range, wrong unit, not one of its choices), which our checks cannot know.
+/// `pg_hba.conf` is checked by `hba_errors` once written.
+pub async fn check(
+    settings: &Settings,
+    config: &PostgresConfig,
+    rendered: &Rendered,
+    upstream: Option<&Endpoint>,
+) -> Result<()> {
+    let stage = settings.run_dir.join(STAGE);
+    let owner = settings.run_as.as_ref();
+    files::ensure_dir(&settings.run_dir, 0o700, owner)?;
+    files::ensure_dir(&stage, 0o700, owner)?;
+    for (file, contents) in files(settings, config, rendered, upstream) {
+        files::write(&stage.join(file), &contents, 0o600, owner)?;
+    }
+    let mut postgres = pgbin::command(settings, "postgres");
+    postgres
+        .args(["-C", "config_file"])
+        .arg(format!(
+            "--config-file={}",
+            stage.join("postgresql.conf").display()
+        ))
+        .arg("-D")
+        .arg(&settings.data_dir);
+    let out = postgres
+        .output()
+        .await
+        .map_err(AgentError::io("running", settings.bin_dir.join("postgres")))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stage = stage.display().to_string();
+    let data = settings.data_dir.display().to_string();
+    Err(AgentError::ConfigInvalid(
+        config::postgres_complaints(&stderr).replace(&stage, &data),
+    ))
+}
+
+/// `pg_hba.conf` as the running server reads it now: the lines it would refuse.
+pub async fn hba_errors(client: &tokio_postgres::Client) -> Result<Option<String>> {
+    let rows = client
+        .query(
+            "SELECT line_number, error FROM pg_hba_file_rules WHERE error IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(AgentError::sql("reading pg_hba_file_rules"))?;
+    let errors: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let line: Option<i32> = r.get(0);
+            let error: String = r.get(1);
+            format!("pg_hba.conf line {}: {error}", line.unwrap_or_default())
+        })
+        .collect();
+    Ok((!errors.is_empty()).then(|| errors.join("; ")))
 }
 
 /// A libpq password file with the replication role's password, for `primary_conninfo`,

@@ -29,6 +29,9 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// Postgres itself refuses the configuration (its own messages).
+    #[error("Postgres refuses the configuration: {0}")]
+    ConfigInvalid(String),
     #[error(transparent)]
     Orders(#[from] OrdersError),
     #[error("postgres did not accept connections within {0:?}; see its log")]

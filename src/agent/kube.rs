@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -12,6 +13,7 @@ use serde_json::json;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::ConfigState;
 use super::error::{AgentError, Result};
 use super::status::Status;
 use crate::api::PgInstance;
@@ -138,6 +140,26 @@ fn settled(fields: &serde_json::Value) -> serde_json::Value {
     fields
 }
 
+/// `ConfigInvalid`: True while Postgres refuses the ordered configuration (and runs on the
+/// last one it loaded), with its messages.
+fn config_condition(config: &ConfigState) -> serde_json::Value {
+    let (status, reason, message) = match &config.refused {
+        Some(why) => ("True", "PostgresRefused", why.clone()),
+        None => (
+            "False",
+            "Loaded",
+            "Postgres runs on the ordered configuration".to_string(),
+        ),
+    };
+    json!({
+        "type": "ConfigInvalid",
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": Time(config.since),
+    })
+}
+
 impl StatusWriter {
     pub fn new(client: Client, namespace: &str, name: &str, endpoint: Endpoint) -> Self {
         Self {
@@ -175,6 +197,7 @@ impl StatusWriter {
                 "lastError": a.last_error,
             })),
             "backup": applied.backup,
+            "conditions": [config_condition(&status.config)],
         })
     }
 

@@ -464,6 +464,10 @@ mod tests {
             last_error: None,
             notes: Vec::new(),
             streamed_from: None,
+            config: crate::agent::ConfigState {
+                refused: None,
+                since: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            },
         }
     }
 

@@ -23,6 +23,8 @@ pub mod stores;
 
 use std::sync::Mutex;
 
+use k8s_openapi::jiff::Timestamp;
+
 use crate::api::instance::InstanceRole;
 pub use crate::plan::agent::{Endpoint, PostgresConfig};
 pub use bootstrap::Bootstrapped;
@@ -75,6 +77,19 @@ struct State {
     /// The newest timeline it received WAL on: the control file's lags until a restartpoint,
     /// and the WAL receiver's row is gone while its primary is.
     received_timeline: Option<u32>,
+    /// The ordered configuration Postgres refused; `config` is what it runs on instead.
+    rejected: Option<(PostgresConfig, String)>,
+    /// When the configuration last went from loaded to refused or back.
+    config_since: Timestamp,
+}
+
+/// Whether Postgres runs on the ordered configuration, for the `ConfigInvalid` condition.
+#[derive(Clone, Debug, serde::Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigState {
+    /// Postgres's messages about the ordered configuration it refused.
+    pub refused: Option<String>,
+    pub since: Timestamp,
 }
 
 /// Outcome of a configuration change.
@@ -106,6 +121,8 @@ impl Agent {
                 notes: Vec::new(),
                 streamed_from: None,
                 received_timeline: None,
+                rejected: None,
+                config_since: Timestamp::now(),
             }),
         }
     }
@@ -128,6 +145,43 @@ impl Agent {
     /// The configuration last applied.
     pub fn config(&self) -> PostgresConfig {
         self.lock().config.clone()
+    }
+
+    /// The ordered configuration Postgres refused, if the orders still say it.
+    pub fn rejected_config(&self) -> Option<PostgresConfig> {
+        self.lock()
+            .rejected
+            .as_ref()
+            .map(|(config, _)| config.clone())
+    }
+
+    /// The orders now say `wanted`: a refusal of another configuration no longer stands.
+    pub fn ordered_config(&self, wanted: &PostgresConfig) {
+        let mut state = self.lock();
+        if state.rejected.as_ref().is_some_and(|(c, _)| c != wanted) {
+            state.rejected = None;
+            state.config_since = Timestamp::now();
+        }
+    }
+
+    /// Records that Postgres refused `config`, and says so as an error.
+    fn reject(&self, config: PostgresConfig, why: String) -> AgentError {
+        let mut state = self.lock();
+        if state.rejected.as_ref().map(|(c, _)| c) != Some(&config) {
+            state.config_since = Timestamp::now();
+        }
+        tracing::error!(reason = %why, "Postgres refuses the ordered configuration; keeping the last one it loaded");
+        state.rejected = Some((config, why.clone()));
+        AgentError::ConfigInvalid(why)
+    }
+
+    /// `config` is loaded: it is the configuration now, and no refusal stands.
+    fn accept(&self, config: PostgresConfig) {
+        let mut state = self.lock();
+        if state.rejected.take().is_some() {
+            state.config_since = Timestamp::now();
+        }
+        state.config = config;
     }
 
     pub fn is_fenced(&self) -> bool {
@@ -176,16 +230,35 @@ impl Agent {
 
     async fn apply_config_locked(&self, config: PostgresConfig) -> Result<ConfigApplied> {
         let rendered = conf::render(&config)?;
-        let desired = self.lock().desired.clone();
-        conf::write(&self.settings, &config, &rendered, desired.upstream())?;
+        let (desired, previous) = {
+            let state = self.lock();
+            (state.desired.clone(), state.config.clone())
+        };
+        let upstream = desired.upstream();
+        match conf::check(&self.settings, &config, &rendered, upstream).await {
+            Err(AgentError::ConfigInvalid(why)) => return Err(self.reject(config, why)),
+            checked => checked?,
+        }
+        conf::write(&self.settings, &config, &rendered, upstream)?;
         let members = config.members.clone();
-        self.lock().config = config;
         if self.postmaster.pid().is_none() {
+            self.accept(config);
             return Ok(ConfigApplied {
                 pending_restart: Vec::new(),
             });
         }
         let client = sql::connect(&self.settings).await?;
+        // Read from the file before the server reloads it: a refused file is put back at once.
+        if let Some(why) = conf::hba_errors(&client).await? {
+            conf::write(
+                &self.settings,
+                &previous,
+                &conf::render(&previous)?,
+                upstream,
+            )?;
+            return Err(self.reject(config, why));
+        }
+        self.accept(config);
         if desired == Desired::Primary {
             roles::ensure_slots(&client, &self.settings.name, &members).await?;
         }
@@ -223,13 +296,17 @@ impl Agent {
     /// The status, and with `counters` what only the metrics show.
     async fn observe(&self, counters: bool) -> (Status, Option<metrics::Counters>) {
         let postmaster = self.postmaster.status();
-        let (desired, serving, last_error, notes) = {
+        let (desired, serving, last_error, notes, config) = {
             let state = self.lock();
             (
                 state.desired.clone(),
                 state.serving,
                 state.last_error.clone(),
                 state.notes.clone(),
+                ConfigState {
+                    refused: state.rejected.as_ref().map(|(_, why)| why.clone()),
+                    since: state.config_since,
+                },
             )
         };
         let mut status = Status {
@@ -245,6 +322,7 @@ impl Agent {
             last_error,
             notes,
             streamed_from: None,
+            config,
         };
         if !matches!(status.postmaster.run, RunState::Running { .. }) {
             return (status, None);
@@ -340,6 +418,31 @@ impl Agent {
         self.lock().notes.push(note);
     }
 
+    /// `config` if Postgres takes it; else the user's part of the configuration the files
+    /// were last written from (which it loaded) with the rest of `config`, so that a start
+    /// never meets a file that does not load.
+    async fn loadable(
+        &self,
+        config: PostgresConfig,
+        upstream: Option<&Endpoint>,
+    ) -> Result<PostgresConfig> {
+        let rendered = conf::render(&config)?;
+        let why = match conf::check(&self.settings, &config, &rendered, upstream).await {
+            Ok(()) => return Ok(config),
+            Err(AgentError::ConfigInvalid(why)) => why,
+            Err(e) => return Err(e),
+        };
+        let loaded = conf::last_written(&self.settings).unwrap_or_default();
+        let fallback = PostgresConfig {
+            parameters: loaded.parameters,
+            pg_hba: loaded.pg_hba,
+            ..config.clone()
+        };
+        drop(self.reject(config, why));
+        self.lock().config = fallback.clone();
+        Ok(fallback)
+    }
+
     async fn start_locked(&self) -> Result<()> {
         let (config, desired) = {
             let mut state = self.lock();
@@ -348,6 +451,7 @@ impl Agent {
         };
         files::ensure_dir(&self.settings.run_dir, 0o700, self.settings.run_as.as_ref())?;
         conf::write_passfile(&self.settings, self.credentials.replication.expose())?;
+        let config = self.loadable(config, desired.upstream()).await?;
         conf::write(
             &self.settings,
             &config,

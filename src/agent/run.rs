@@ -222,7 +222,9 @@ async fn step(
     restarted: &mut i64,
     keeper: Option<&LeaseKeeper>,
 ) -> bool {
+    agent.ordered_config(&orders.config);
     let (desired, config, fenced) = (agent.desired(), agent.config(), agent.is_fenced());
+    let rejected = agent.rejected_config();
     let upstream = match &desired {
         Desired::Primary => None,
         Desired::Replica(primary) => Some(primary),
@@ -231,6 +233,7 @@ async fn step(
         upstream,
         fenced,
         config: &config,
+        rejected: rejected.as_ref(),
         restarted: *restarted,
     };
     let step = match next_step(orders, &current) {

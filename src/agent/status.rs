@@ -25,6 +25,8 @@ pub struct Status {
     /// The host this replica last streamed WAL from since the agent started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub streamed_from: Option<String>,
+    /// Whether Postgres runs on the ordered configuration.
+    pub config: super::ConfigState,
 }
 
 /// What a running server says about itself.

@@ -539,7 +539,7 @@ pub struct PgClusterStatus {
     /// One entry per instance.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceSummary>,
-    /// `Ready`, `Progressing`, `Degraded`, `BackupHealthy`, `Fenced`.
+    /// `Ready`, `Progressing`, `Degraded`, `ConfigInvalid`, `BackupHealthy`, `Fenced`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Name of the newest completed PgBackup.

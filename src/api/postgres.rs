@@ -125,13 +125,16 @@ pub fn wal_level_rule() -> Rule {
 
 /// Rule on `spec.postgresql.parameters`: names look like Postgres parameter names.
 pub fn parameter_names_rule() -> Rule {
-    Rule::new("self.all(k, k.matches('^[a-z][a-z0-9_]*(\\\\.[a-z0-9_]+)?$'))").message(
+    Rule::new("self.all(k, k.matches('^[a-z_][a-z0-9_]*(\\\\.[a-z_][a-z0-9_]*)?$'))").message(
         "parameter names are lowercase Postgres settings such as work_mem or pg_stat_statements.max",
     )
 }
 
-/// Rule on `spec.postgresql.parameters`: a value is one line.
+/// Rule on `spec.postgresql.parameters`: a value is one line of text (Postgres would end it
+/// at a NUL).
 pub fn parameter_values_rule() -> Rule {
-    Rule::new("self.all(k, !self[k].contains('\\n'))")
-        .message("parameter values may not contain line breaks")
+    Rule::new(
+        "self.all(k, !self[k].contains('\\n') && !self[k].contains('\\r') && !self[k].contains('\\u0000'))",
+    )
+    .message("parameter values may not contain line breaks or NUL characters")
 }

@@ -78,6 +78,8 @@ pub struct Current<'a> {
     pub upstream: Option<&'a Endpoint>,
     pub fenced: bool,
     pub config: &'a PostgresConfig,
+    /// A configuration Postgres refused: not tried again until the orders change it.
+    pub rejected: Option<&'a PostgresConfig>,
     /// The highest `restart` order carried out (or in force when the agent started).
     pub restarted: i64,
 }
@@ -115,7 +117,11 @@ pub fn next_step(orders: &Orders, current: &Current<'_>) -> Result<Step, OrdersE
             (Some(primary), None) => Step::Rejoin(primary.clone()),
             _ => Step::Unfence,
         },
-        (false, false) if &orders.config != current.config => Step::ApplyConfig,
+        (false, false)
+            if &orders.config != current.config && Some(&orders.config) != current.rejected =>
+        {
+            Step::ApplyConfig
+        }
         (false, false) if orders.restart > current.restarted => Step::Restart,
         (false, false) => match (wanted_upstream, current.upstream) {
             (None, None) => Step::Nothing,
@@ -198,6 +204,7 @@ mod tests {
                 upstream,
                 fenced: is_fenced,
                 config: &config,
+                rejected: None,
                 restarted: 0,
             };
             assert_eq!(
@@ -221,6 +228,7 @@ mod tests {
             upstream: Some(&a),
             fenced: false,
             config: &old,
+            rejected: None,
             restarted: 0,
         };
         wanted.restart = 1;
@@ -235,12 +243,41 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_configuration_is_not_tried_again_and_holds_nothing_else_up() {
+        let mut wanted = orders(OrderedRole::Primary, None, false);
+        wanted
+            .config
+            .parameters
+            .insert("work_mem".into(), "99999999999GB".into());
+        let loaded = PostgresConfig::default();
+        let a = endpoint("a");
+        let mut current = Current {
+            upstream: Some(&a),
+            fenced: false,
+            config: &loaded,
+            rejected: Some(&wanted.config),
+            restarted: 0,
+        };
+        assert_eq!(next_step(&wanted, &current).unwrap(), Step::Promote);
+        // New orders: tried.
+        let mut fixed = wanted.clone();
+        fixed
+            .config
+            .parameters
+            .insert("work_mem".into(), "8MB".into());
+        assert_eq!(next_step(&fixed, &current).unwrap(), Step::ApplyConfig);
+        current.rejected = None;
+        assert_eq!(next_step(&wanted, &current).unwrap(), Step::ApplyConfig);
+    }
+
+    #[test]
     fn a_replica_needs_a_primary() {
         let config = PostgresConfig::default();
         let current = Current {
             upstream: None,
             fenced: false,
             config: &config,
+            rejected: None,
             restarted: 0,
         };
         let err = next_step(&orders(OrderedRole::Replica, None, false), &current).unwrap_err();

@@ -45,7 +45,7 @@ pub enum ConfigError {
     )]
     WalLevel { value: String },
     #[error(
-        "spec.postgresql.parameters.{name}: the value contains a line break; a parameter value is one line"
+        "spec.postgresql.parameters.{name}: the value contains a line break or a NUL character; a parameter value is one line of text"
     )]
     MultiLine { name: String },
     #[error(
@@ -74,7 +74,8 @@ pub fn parameters(
                 value: value.clone(),
             });
         }
-        if value.contains(['\n', '\r']) {
+        // Postgres ends a value at a NUL, and a line break would start a new setting.
+        if value.contains(['\n', '\r', '\0']) {
             return Err(ConfigError::MultiLine { name: name.clone() });
         }
         merged.insert(name.clone(), value.clone());
@@ -99,12 +100,42 @@ pub fn synchronous_standby_names(cluster: &str, spec: &PgClusterSpec) -> String 
     format!("{method} {} ({})", sync.number, members.join(", "))
 }
 
-/// A `postgresql.conf` file: one `name = 'value'` line per parameter, quotes escaped.
+/// A `postgresql.conf` file: one `name = 'value'` line per parameter. Inside quotes
+/// Postgres reads a backslash as the start of an escape and `''` as a quote, so backslashes
+/// and quotes are doubled: the value it reads is the value given.
 pub fn render_conf(parameters: &BTreeMap<String, String>) -> String {
     parameters
         .iter()
-        .map(|(name, value)| format!("{name} = '{}'\n", value.replace('\'', "''")))
+        .map(|(name, value)| {
+            let quoted = value.replace('\\', "\\\\").replace('\'', "''");
+            format!("{name} = '{quoted}'\n")
+        })
         .collect()
+}
+
+/// What Postgres said on stderr when it refused its configuration files: the messages
+/// and hints of its `LOG`/`ERROR` lines, without the log prefix and the closing "contains
+/// errors" line.
+pub fn postgres_complaints(stderr: &str) -> String {
+    let mut said: Vec<String> = Vec::new();
+    for line in stderr.lines() {
+        let text = ["LOG:  ", "ERROR:  ", "FATAL:  ", "HINT:  ", "DETAIL:  "]
+            .iter()
+            .find_map(|marker| line.split_once(marker).map(|(_, rest)| (*marker, rest)));
+        match text {
+            Some(("FATAL:  ", rest)) if rest.contains("contains errors") => {}
+            Some(("HINT:  " | "DETAIL:  ", rest)) => match said.last_mut() {
+                Some(last) => *last = format!("{last} ({rest})"),
+                None => said.push(rest.to_string()),
+            },
+            Some((_, rest)) => said.push(rest.to_string()),
+            None => {}
+        }
+    }
+    if said.is_empty() {
+        said.push(stderr.trim().to_string());
+    }
+    said.join("; ")
 }
 
 /// The pg_ident map that lets the agent's operating-system user in as the superuser over the

@@ -135,7 +135,7 @@ pub fn observed(
         ),
         (true, true) => (false, "Converged", progress.clone()),
     };
-    let conditions = vec![
+    let mut conditions = vec![
         condition(
             &previous.conditions,
             "Ready",
@@ -176,6 +176,7 @@ pub fn observed(
             now,
         ),
     ];
+    conditions.push(config_invalid(previous, instances, generation, now));
     PgClusterStatus {
         phase: Some(phase),
         current_primary: Some(primary.to_string()),
@@ -186,6 +187,51 @@ pub fn observed(
         observed_generation: generation,
         ..previous.clone()
     }
+}
+
+/// `ConfigInvalid`: True while Postgres refuses the ordered configuration on some instance
+/// (which then runs on the last configuration it loaded), with each one's messages.
+fn config_invalid(
+    previous: &PgClusterStatus,
+    instances: &[PgInstance],
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let refused: Vec<String> = instances
+        .iter()
+        .filter_map(|i| {
+            let status = i.status.as_ref()?;
+            let c = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "ConfigInvalid" && c.status == "True")?;
+            let name = i.metadata.name.clone().unwrap_or_default();
+            Some(format!("{name}: {}", c.message))
+        })
+        .collect();
+    let (reason, message) = match refused.is_empty() {
+        true => (
+            "Loaded",
+            "every instance runs on the ordered configuration".to_string(),
+        ),
+        false => (
+            "PostgresRefused",
+            format!(
+                "Postgres refuses the configuration (the instances keep the last one it loaded; \
+                 fix spec.postgresql): {}",
+                refused.join("; ")
+            ),
+        ),
+    };
+    condition(
+        &previous.conditions,
+        "ConfigInvalid",
+        !refused.is_empty(),
+        reason,
+        message,
+        generation,
+        now,
+    )
 }
 
 /// The archiving fields and the `ContinuousArchiving` condition, from the primary's archiver
@@ -442,7 +488,47 @@ mod tests {
         );
         assert_eq!(ready.last_transition_time, at(1));
         assert_eq!(refused.current_primary.as_deref(), Some("orders-1"));
-        assert_eq!(refused.conditions.len(), 3);
+        assert_eq!(refused.conditions.len(), 4);
+    }
+
+    #[test]
+    fn a_configuration_postgres_refuses_on_an_instance_is_the_clusters_condition() {
+        use InstanceRole::*;
+        let mut refusing = instance("orders-2", Replica, true);
+        let condition: Condition = serde_json::from_value(serde_json::json!({
+            "type": "ConfigInvalid", "status": "True", "reason": "PostgresRefused",
+            "message": "invalid value for parameter \"work_mem\": \"9TB\"",
+            "lastTransitionTime": "2026-12-01T05:00:00Z",
+        }))
+        .unwrap();
+        refusing.status.as_mut().unwrap().conditions = vec![condition];
+        let all = [instance("orders-1", Primary, true), refusing];
+        let s = observed(
+            &PgClusterStatus::default(),
+            Some(1),
+            2,
+            "orders-1",
+            &all,
+            &none(),
+            &at(1),
+        );
+        let c = get(&s, "ConfigInvalid");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", "PostgresRefused")
+        );
+        assert!(
+            c.message
+                .contains("orders-2: invalid value for parameter \"work_mem\"")
+        );
+        // Refused or not, the instances serve: the cluster is healthy on its old settings.
+        assert_eq!(s.phase, Some(ClusterPhase::Healthy));
+        let fine = observed(&s, Some(2), 1, "orders-1", &all[..1], &none(), &at(9));
+        let c = get(&fine, "ConfigInvalid");
+        assert_eq!(
+            (c.status.as_str(), c.last_transition_time.clone()),
+            ("False", at(9))
+        );
     }
 
     #[test]

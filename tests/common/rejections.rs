@@ -210,9 +210,25 @@ pub fn all() -> Vec<Rejection> {
             "parameter names are lowercase Postgres settings",
             None,
         ),
+        // Postgres reads `a.1` as a syntax error: each part of a name starts with a letter.
+        on_create(
+            with(json!({"spec": {"postgresql": {"parameters": {"pg_stat_statements.1max": "8"}}}})),
+            "parameter names are lowercase Postgres settings",
+            None,
+        ),
         on_create(
             with(json!({"spec": {"postgresql": {"parameters": {"work_mem": "8MB\nfsync = off"}}}})),
-            "parameter values may not contain line breaks",
+            "parameter values may not contain line breaks or NUL characters",
+            None,
+        ),
+        on_create(
+            with(json!({"spec": {"postgresql": {"parameters": {"work_mem": "8MB\rfsync"}}}})),
+            "parameter values may not contain line breaks or NUL characters",
+            None,
+        ),
+        on_create(
+            with(json!({"spec": {"postgresql": {"parameters": {"cluster_name": "a\0b"}}}})),
+            "parameter values may not contain line breaks or NUL characters",
             None,
         ),
         on_create(
