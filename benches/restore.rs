@@ -138,7 +138,7 @@ async fn main() {
     let noise_mb = knob("PGHA_BENCH_NOISE_MB", 256);
     let load_secs = knob("PGHA_BENCH_LOAD_SECS", 300);
     let s3 = S3::start();
-    let (cluster, client) = installed(13).await;
+    let (cluster, client) = installed(11).await;
     let keys: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "s3-keys"},
         "stringData": {"ACCESS_KEY_ID": "test-access", "SECRET_ACCESS_KEY": "test-secret"},

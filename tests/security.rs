@@ -1,0 +1,190 @@
+//! Security on the local cluster with the operator as a pod: what each ServiceAccount may do
+//! is exactly the table in docs/security.md (`kubectl auth can-i --list`), and no generated
+//! password appears in any pod's log, any Event or any status.
+
+#[path = "common/eventually.rs"]
+mod eventually;
+#[allow(dead_code)]
+#[path = "common/operator.rs"]
+mod install;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use pgha::api::PgCluster;
+
+use eventually::eventually;
+use install::{create, healthy, installed, kubectl};
+
+/// One line of `kubectl auth can-i --list`: resource, non-resource URLs, resource names, verbs.
+type Grant = (String, String, String, String);
+
+/// The rows of `kubectl auth can-i --list`, cut at the header's column starts.
+fn grants(listing: &str) -> BTreeSet<Grant> {
+    let mut lines = listing.lines();
+    let header = lines.next().unwrap_or_default();
+    let starts: Vec<usize> = ["Resources", "Non-Resource URLs", "Resource Names", "Verbs"]
+        .iter()
+        .map(|h| header.find(h).unwrap_or_else(|| panic!("{h} in {header}")))
+        .collect();
+    lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let cell = |i: usize| {
+                let end = starts
+                    .get(i + 1)
+                    .copied()
+                    .unwrap_or(line.len())
+                    .min(line.len());
+                let text = line.get(starts[i].min(line.len())..end).unwrap_or_default();
+                text.trim().trim_matches(['[', ']']).to_string()
+            };
+            (cell(0), cell(1), cell(2), cell(3))
+        })
+        .collect()
+}
+
+/// The rows of the docs/security.md table for `account`: `| account | resource | URLs |
+/// names | verbs |`, cells in backticks.
+fn documented(account: &str) -> BTreeSet<Grant> {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/security.md")).unwrap();
+    doc.lines()
+        .filter_map(|line| {
+            let cells: Vec<String> = line
+                .trim()
+                .strip_prefix('|')?
+                .split('|')
+                .map(|c| c.trim().trim_matches('`').to_string())
+                .collect();
+            (cells.len() >= 5 && cells[0] == account).then(|| {
+                let dash = |c: &str| {
+                    if c == "-" {
+                        String::new()
+                    } else {
+                        c.to_string()
+                    }
+                };
+                (
+                    dash(&cells[1]),
+                    dash(&cells[2]),
+                    dash(&cells[3]),
+                    cells[4].clone(),
+                )
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_privilege_as_documented_and_no_password_in_logs_events_or_status() {
+    let (cluster, client) = installed(13).await;
+    let clusters: Api<PgCluster> = Api::namespaced(client.clone(), "shop");
+    create(
+        &clusters,
+        "metadata: {name: orders}\nspec:\n  instances: 2\n  storage: {size: 1Gi}\n",
+    )
+    .await;
+    eventually(Duration::from_secs(180), "orders Healthy", || {
+        healthy(&clusters, "orders", 2)
+    })
+    .await;
+
+    // Each ServiceAccount may do exactly what docs/security.md says, in the cluster's
+    // namespace (the instance's) and cluster-wide rules included (the operator's).
+    let mut differences = Vec::new();
+    for (account, documented_as) in [
+        (
+            "system:serviceaccount:pgha-system:pgha-operator",
+            "operator",
+        ),
+        ("system:serviceaccount:shop:orders-1", "instance"),
+    ] {
+        let listing = kubectl(
+            &cluster,
+            &["auth", "can-i", "--list", "-n", "shop", "--as", account],
+        );
+        let granted = grants(&listing);
+        let mut doc = documented(documented_as);
+        doc.extend(documented("everyone"));
+        let extra: Vec<&Grant> = granted.difference(&doc).collect();
+        let missing: Vec<&Grant> = doc.difference(&granted).collect();
+        if !extra.is_empty() || !missing.is_empty() {
+            let rows: Vec<String> = granted
+                .iter()
+                .map(|(r, u, n, v)| {
+                    let cell = |c: &str| {
+                        if c.is_empty() {
+                            "-".to_string()
+                        } else {
+                            format!("`{c}`")
+                        }
+                    };
+                    format!(
+                        "| {documented_as} | {} | {} | {} | {v} |",
+                        cell(r),
+                        cell(u),
+                        cell(n)
+                    )
+                })
+                .collect();
+            differences.push(format!(
+                "{account}: granted but not in docs/security.md: {extra:?}\n\
+                 documented but not granted: {missing:?}\nas table rows:\n{}",
+                rows.join("\n")
+            ));
+        }
+    }
+    assert!(differences.is_empty(), "{}", differences.join("\n\n"));
+
+    // No generated password in any log of the run, any Event, or any object's status.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "shop");
+    let mut passwords = Vec::new();
+    for name in ["orders-app", "orders-superuser", "orders-replication"] {
+        let secret = secrets.get(name).await.unwrap();
+        let data = secret.data.unwrap_or_default();
+        let password = String::from_utf8(data["password"].0.clone()).unwrap();
+        assert!(password.len() >= 16, "{name}");
+        passwords.push((name, password));
+    }
+    let mut seen = vec![
+        kubectl(&cluster, &["get", "events", "-A", "-o", "yaml"]),
+        kubectl(
+            &cluster,
+            &[
+                "get",
+                "pgclusters,pginstances,pgbackups",
+                "-A",
+                "-o",
+                "yaml",
+            ],
+        ),
+    ];
+    let mut logs = 0;
+    read_logs(cluster.state_dir(), &mut seen, &mut logs);
+    assert!(logs > 4, "{logs} log files read");
+    for text in &seen {
+        for (name, password) in &passwords {
+            assert!(
+                !text.contains(password.as_str()),
+                "{name}'s password in:\n{text}"
+            );
+        }
+    }
+}
+
+/// Every `*.log` under `dir` (the pods' containers, the control plane).
+fn read_logs(dir: &Path, into: &mut Vec<String>, count: &mut usize) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            read_logs(&path, into, count);
+        } else if path.extension().is_some_and(|e| e == "log") {
+            into.push(String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into());
+            *count += 1;
+        }
+    }
+}
