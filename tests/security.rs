@@ -1,23 +1,28 @@
 //! Security on the local cluster with the operator as a pod: what each ServiceAccount may do
-//! is exactly the table in docs/security.md (`kubectl auth can-i --list`), and no generated
-//! password appears in any pod's log, any Event or any status.
+//! is exactly the table in docs/security.md (`kubectl auth can-i --list`); a password changed
+//! in the `-app` Secret takes effect without a restart; and no password appears in any pod's
+//! log, any Event or any status.
 
 #[path = "common/eventually.rs"]
 mod eventually;
 #[allow(dead_code)]
 #[path = "common/operator.rs"]
 mod install;
+#[allow(dead_code)]
+#[path = "common/writer.rs"]
+mod writer;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
-use pgha::api::PgCluster;
+use kube::api::{Api, Patch, PatchParams};
+use pgha::api::{PgCluster, PgInstance};
 
 use eventually::eventually;
 use install::{create, healthy, installed, kubectl};
+use writer::{Target, connect};
 
 /// One line of `kubectl auth can-i --list`: resource, non-resource URLs, resource names, verbs.
 type Grant = (String, String, String, String);
@@ -80,7 +85,7 @@ fn documented(account: &str) -> BTreeSet<Grant> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn least_privilege_as_documented_and_no_password_in_logs_events_or_status() {
+async fn least_privilege_password_rotation_and_no_password_in_logs_events_or_status() {
     let (cluster, client) = installed(13).await;
     let clusters: Api<PgCluster> = Api::namespaced(client.clone(), "shop");
     create(
@@ -140,9 +145,71 @@ async fn least_privilege_as_documented_and_no_password_in_logs_events_or_status(
     }
     assert!(differences.is_empty(), "{}", differences.join("\n\n"));
 
-    // No generated password in any log of the run, any Event, or any object's status.
+    // A password changed in the -app Secret is set in Postgres without a restart: the new
+    // one works through -rw, the old one no longer does, the primary's status says when.
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "shop");
-    let mut passwords = Vec::new();
+    let old = Target::rw(&cluster, &client, "shop", "orders", "app").await;
+    let (host, port) = (old.address.ip().to_string(), old.address.port());
+    let session = connect(&old, &host, port)
+        .await
+        .expect("the old password works");
+    let started = |c: tokio_postgres::Client| async move {
+        let row = c
+            .query_one("SELECT pg_postmaster_start_time()::text", &[])
+            .await;
+        row.unwrap().get::<_, String>(0)
+    };
+    let postmaster = started(session).await;
+    let asked = k8s_openapi::jiff::Timestamp::now();
+    let rotated = format!("rotated-{}", asked.as_nanosecond());
+    let patch = serde_json::json!({"stringData": {"password": rotated}});
+    secrets
+        .patch("orders-app", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    let new = Target {
+        password: rotated.clone(),
+        ..old.clone()
+    };
+    let session = eventually(Duration::from_secs(60), "the new password works", || {
+        connect(&new, &host, port)
+    })
+    .await;
+    println!(
+        "new password in force {:?} after the Secret changed",
+        asked.until(k8s_openapi::jiff::Timestamp::now()).ok()
+    );
+    assert!(
+        connect(&old, &host, port).await.is_none(),
+        "the old password still works"
+    );
+    assert_eq!(started(session).await, postmaster, "Postgres restarted");
+    let primary = clusters
+        .get("orders")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .current_primary
+        .unwrap();
+    let instances: Api<PgInstance> = Api::namespaced(client.clone(), "shop");
+    let set_at = eventually(
+        Duration::from_secs(10),
+        "passwordsSetAt reported",
+        || async {
+            let status = instances.get(&primary).await.ok()?.status?;
+            // Status times are whole seconds.
+        status.passwords_set_at.filter(|t| t.0.as_second() >= asked.as_second())
+        },
+    )
+    .await;
+    println!("passwordsSetAt {}", set_at.0);
+
+    // No password in any log of the run, any Event, or any object's status.
+    let mut passwords = vec![
+        ("orders-app (rotated)", rotated),
+        ("orders-app (before)", old.password.clone()),
+    ];
     for name in ["orders-app", "orders-superuser", "orders-replication"] {
         let secret = secrets.get(name).await.unwrap();
         let data = secret.data.unwrap_or_default();

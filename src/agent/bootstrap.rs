@@ -57,7 +57,7 @@ impl Agent {
     /// backup and streaming.
     pub(super) async fn clone_from(&self, primary: &Endpoint) -> Result<()> {
         files::ensure_dir(&self.settings.run_dir, 0o700, self.settings.run_as.as_ref())?;
-        conf::write_passfile(&self.settings, self.credentials.replication.expose())?;
+        conf::write_passfile(&self.settings, self.credentials().replication.expose())?;
         let slot = slot_name(&self.settings.name);
         let slot_exists = self.slot_exists(primary, &slot).await?;
         let building = self.building_dir()?;
@@ -76,7 +76,7 @@ impl Agent {
 
     async fn slot_exists(&self, primary: &Endpoint, slot: &str) -> Result<bool> {
         let client =
-            sql::connect_replication(primary, self.credentials.replication.expose()).await?;
+            sql::connect_replication(primary, self.credentials().replication.expose()).await?;
         let row = client
             .query_opt(
                 "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",

@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -20,6 +21,7 @@ use crate::api::PgInstance;
 use crate::api::instance::InstanceBackup;
 use crate::k8s::apply_status;
 use crate::plan::agent::{Endpoint, Orders};
+use crate::plan::names::{self, SecretKind};
 
 /// The field manager of what the agent writes.
 pub const FIELD_MANAGER: &str = "pgha-agent";
@@ -96,6 +98,79 @@ impl ApiOrders {
         orders.generation = instance.metadata.generation;
         super::run::desired(&orders)?;
         Ok(orders)
+    }
+
+    /// The PgCluster the instance belongs to.
+    pub fn cluster(&self) -> Option<String> {
+        let instances = self.store.state();
+        let instance = instances
+            .iter()
+            .find(|i| i.metadata.name.as_deref() == Some(&self.name))?;
+        Some(instance.spec.cluster.clone())
+    }
+}
+
+/// The passwords in the cluster's `-superuser` and `-app` Secrets, kept current by a watch of
+/// each (the instance's Role names exactly these two), so that a password changed there is
+/// set in Postgres without a restart. The mounted copies are read once, at the pod's start.
+pub struct PasswordWatch {
+    /// Secret name → its `password`.
+    passwords: Arc<Mutex<std::collections::BTreeMap<String, String>>>,
+    superuser: String,
+    app: String,
+    watches: Vec<JoinHandle<()>>,
+}
+
+impl Drop for PasswordWatch {
+    fn drop(&mut self) {
+        self.watches.iter().for_each(JoinHandle::abort);
+    }
+}
+
+impl PasswordWatch {
+    pub fn start(client: Client, namespace: &str, cluster: &str) -> Self {
+        let passwords: Arc<Mutex<std::collections::BTreeMap<String, String>>> = Arc::default();
+        let superuser = names::secret(cluster, SecretKind::Superuser);
+        let app = names::secret(cluster, SecretKind::App);
+        let watches = [&superuser, &app]
+            .into_iter()
+            .map(|name| {
+                let api: Api<KubeSecret> = Api::namespaced(client.clone(), namespace);
+                let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+                let passwords = passwords.clone();
+                let name = name.clone();
+                let events = watcher(api, config)
+                    .default_backoff()
+                    .applied_objects()
+                    .for_each(move |secret| {
+                        let password = secret.ok().and_then(|s| {
+                            let bytes = s.data?.remove("password")?;
+                            String::from_utf8(bytes.0).ok()
+                        });
+                        if let Some(password) = password {
+                            let mut known = passwords.lock().unwrap_or_else(|e| e.into_inner());
+                            known.insert(name.clone(), password);
+                        }
+                        async {}
+                    });
+                tokio::spawn(events)
+            })
+            .collect();
+        Self {
+            passwords,
+            superuser,
+            app,
+            watches,
+        }
+    }
+
+    /// The superuser's and the application's passwords, once the watch has seen them.
+    pub fn current(&self) -> (Option<String>, Option<String>) {
+        let known = self.passwords.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            known.get(&self.superuser).cloned(),
+            known.get(&self.app).cloned(),
+        )
     }
 }
 
@@ -198,6 +273,7 @@ impl StatusWriter {
             })),
             "backup": applied.backup,
             "conditions": [config_condition(&status.config)],
+            "passwordsSetAt": status.passwords_set_at.map(Time),
         })
     }
 

@@ -468,6 +468,7 @@ mod tests {
                 refused: None,
                 since: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
             },
+            passwords_set_at: None,
         }
     }
 

@@ -52,7 +52,8 @@ impl Desired {
 
 pub struct Agent {
     settings: Settings,
-    credentials: Credentials,
+    /// From the mounted Secrets, then from the password watch.
+    credentials: Mutex<Credentials>,
     postmaster: Postmaster,
     /// One state change at a time; status reads do not take it.
     ops: tokio::sync::Mutex<()>,
@@ -81,6 +82,10 @@ struct State {
     rejected: Option<(PostgresConfig, String)>,
     /// When the configuration last went from loaded to refused or back.
     config_since: Timestamp,
+    /// The passwords last set in Postgres by this agent (as primary).
+    passwords_set: Option<Credentials>,
+    /// When a password was last set, for the status.
+    passwords_set_at: Option<Timestamp>,
 }
 
 /// Whether Postgres runs on the ordered configuration, for the `ConfigInvalid` condition.
@@ -110,7 +115,7 @@ impl Agent {
         Self {
             postmaster: Postmaster::spawn(settings.clone()),
             settings,
-            credentials,
+            credentials: Mutex::new(credentials),
             ops: tokio::sync::Mutex::new(()),
             kept: sql::KeptConnection::default(),
             state: Mutex::new(State {
@@ -123,6 +128,8 @@ impl Agent {
                 received_timeline: None,
                 rejected: None,
                 config_since: Timestamp::now(),
+                passwords_set: None,
+                passwords_set_at: None,
             }),
         }
     }
@@ -182,6 +189,55 @@ impl Agent {
             state.config_since = Timestamp::now();
         }
         state.config = config;
+    }
+
+    fn credentials(&self) -> Credentials {
+        self.credentials
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The passwords of the cluster's Secrets now (from the password watch; None: not seen
+    /// yet). A primary sets changed ones in Postgres at once, as SCRAM verifiers, without a
+    /// restart; a replica keeps them for when it starts as primary.
+    pub async fn sync_passwords(&self, superuser: Option<String>, app: Option<String>) {
+        let wanted = {
+            let mut credentials = self
+                .credentials
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(password) = superuser {
+                credentials.superuser = Secret::new(password);
+            }
+            if let (Some(password), Some(user)) = (app, credentials.app.as_mut()) {
+                user.password = Secret::new(password);
+            }
+            credentials.clone()
+        };
+        let due = {
+            let state = self.lock();
+            state.desired == Desired::Primary
+                && state.serving
+                && state.passwords_set.as_ref() != Some(&wanted)
+        };
+        if !due || self.postmaster.pid().is_none() {
+            return;
+        }
+        let _op = self.ops.lock().await;
+        let set = async {
+            let client = sql::connect(&self.settings).await?;
+            roles::set_passwords(&client, &wanted).await
+        };
+        match set.await {
+            Ok(()) => {
+                tracing::info!("passwords set from the cluster's Secrets");
+                let mut state = self.lock();
+                state.passwords_set = Some(wanted);
+                state.passwords_set_at = Some(Timestamp::now());
+            }
+            Err(e) => tracing::warn!(error = %e, "passwords not set; retrying"),
+        }
     }
 
     pub fn is_fenced(&self) -> bool {
@@ -296,7 +352,7 @@ impl Agent {
     /// The status, and with `counters` what only the metrics show.
     async fn observe(&self, counters: bool) -> (Status, Option<metrics::Counters>) {
         let postmaster = self.postmaster.status();
-        let (desired, serving, last_error, notes, config) = {
+        let (desired, serving, last_error, notes, config, passwords_set_at) = {
             let state = self.lock();
             (
                 state.desired.clone(),
@@ -307,6 +363,7 @@ impl Agent {
                     refused: state.rejected.as_ref().map(|(_, why)| why.clone()),
                     since: state.config_since,
                 },
+                state.passwords_set_at,
             )
         };
         let mut status = Status {
@@ -323,6 +380,7 @@ impl Agent {
             notes,
             streamed_from: None,
             config,
+            passwords_set_at,
         };
         if !matches!(status.postmaster.run, RunState::Running { .. }) {
             return (status, None);
@@ -450,7 +508,7 @@ impl Agent {
             (state.config.clone(), state.desired.clone())
         };
         files::ensure_dir(&self.settings.run_dir, 0o700, self.settings.run_as.as_ref())?;
-        conf::write_passfile(&self.settings, self.credentials.replication.expose())?;
+        conf::write_passfile(&self.settings, self.credentials().replication.expose())?;
         let config = self.loadable(config, desired.upstream()).await?;
         conf::write(
             &self.settings,
@@ -464,7 +522,9 @@ impl Agent {
         })
         .await?;
         if desired == Desired::Primary {
-            roles::ensure_roles(&client, &self.credentials).await?;
+            let credentials = self.credentials();
+            roles::ensure_roles(&client, &credentials).await?;
+            self.lock().passwords_set = Some(credentials);
             roles::ensure_slots(&client, &self.settings.name, &config.members).await?;
         }
         self.lock().serving = true;

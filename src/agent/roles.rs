@@ -118,7 +118,7 @@ impl Agent {
         self.postmaster.stop(t.smart_stop, t.fast_stop).await?;
         self.postmaster.unfence().await?;
         self.lock().desired = Desired::Replica(primary.clone());
-        conf::write_passfile(&self.settings, self.credentials.replication.expose())?;
+        conf::write_passfile(&self.settings, self.credentials().replication.expose())?;
         let outcome = match self.rewind(&primary).await {
             Ok(()) => Rejoined::Rewound,
             Err(e) => {
@@ -140,7 +140,7 @@ impl Agent {
     }
 
     async fn rewind(&self, primary: &Endpoint) -> Result<()> {
-        checkpoint_source(primary, self.credentials.replication.expose()).await?;
+        checkpoint_source(primary, self.credentials().replication.expose()).await?;
         let source = format!(
             "host={} port={} user={} dbname=postgres passfile={}",
             primary.host,
@@ -290,11 +290,35 @@ pub(super) async fn reload(settings: &Settings, client: &Client) -> Result<Vec<S
     }
 }
 
+/// `ALTER ROLE` with the superuser's and the application role's passwords, as SCRAM verifiers.
+fn password_statements(credentials: &Credentials) -> Vec<String> {
+    let mut statements = vec![format!(
+        "ALTER ROLE {} WITH PASSWORD {}",
+        ident(names::SUPERUSER),
+        literal(&scram_sha_256(credentials.superuser.expose().as_bytes()))
+    )];
+    if let Some(app) = &credentials.app {
+        statements.push(format!(
+            "ALTER ROLE {} WITH LOGIN PASSWORD {}",
+            ident(&app.user),
+            literal(&scram_sha_256(app.password.expose().as_bytes()))
+        ));
+    }
+    statements
+}
+
+/// Sets the superuser's and the application role's passwords (changed in their Secrets).
+pub(super) async fn set_passwords(client: &Client, credentials: &Credentials) -> Result<()> {
+    client
+        .batch_execute(&password_statements(credentials).join(";\n"))
+        .await
+        .map_err(AgentError::sql("setting the passwords"))
+}
+
 /// The superuser's and replication role's passwords, the replication role's right to run
 /// `pg_rewind` against this server, and the application's role and database. Passwords are
 /// sent as SCRAM verifiers, so the server (and its log) never sees them in clear.
 pub(super) async fn ensure_roles(client: &Client, credentials: &Credentials) -> Result<()> {
-    let su = names::SUPERUSER;
     let repl = names::REPLICATION_USER;
     let mut script = vec![
         create_role_if_missing(repl, "LOGIN REPLICATION"),
@@ -302,11 +326,6 @@ pub(super) async fn ensure_roles(client: &Client, credentials: &Credentials) -> 
             "ALTER ROLE {} WITH LOGIN REPLICATION PASSWORD {}",
             ident(repl),
             literal(&scram_sha_256(credentials.replication.expose().as_bytes()))
-        ),
-        format!(
-            "ALTER ROLE {} WITH PASSWORD {}",
-            ident(su),
-            literal(&scram_sha_256(credentials.superuser.expose().as_bytes()))
         ),
     ];
     // The functions pg_rewind needs on its source (PostgreSQL docs, pg_rewind "Notes").
@@ -328,12 +347,8 @@ pub(super) async fn ensure_roles(client: &Client, credentials: &Credentials) -> 
     ));
     if let Some(app) = &credentials.app {
         script.push(create_role_if_missing(&app.user, "LOGIN"));
-        script.push(format!(
-            "ALTER ROLE {} WITH LOGIN PASSWORD {}",
-            ident(&app.user),
-            literal(&scram_sha_256(app.password.expose().as_bytes()))
-        ));
     }
+    script.extend(password_statements(credentials));
     client
         .batch_execute(&script.join(";\n"))
         .await

@@ -27,6 +27,8 @@ pub struct Status {
     pub streamed_from: Option<String>,
     /// Whether Postgres runs on the ordered configuration.
     pub config: super::ConfigState,
+    /// When this agent last set the passwords of the cluster's Secrets (as primary).
+    pub passwords_set_at: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 /// What a running server says about itself.

@@ -182,6 +182,10 @@ pub struct PgInstanceStatus {
     /// WAL archiving (`pg_stat_archiver`), when the instance archives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archiver: Option<ArchiverStatus>,
+    /// When the agent (as primary) last set the passwords of the cluster's `-superuser` and
+    /// `-app` Secrets in Postgres: at its start, after a promotion, and when a Secret changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passwords_set_at: Option<Time>,
     /// The last backup the agent was asked to take, and how it went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<InstanceBackup>,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::agent::kube::{ApiOrders, StatusWriter};
+use crate::agent::kube::{ApiOrders, PasswordWatch, StatusWriter};
 use crate::agent::lease::LeaseKeeper;
 use crate::agent::run::{self, OrdersFile, OrdersSource};
 use crate::agent::settings::ArchiveCommands;
@@ -105,20 +105,29 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let (orders, status, keeper) = match args.orders {
+        let (orders, status, keeper, passwords) = match args.orders {
             Some(path) => {
                 let file = OrdersFile {
                     path,
                     poll: Duration::from_secs(1),
                 };
-                (OrdersSource::File(file), None, None)
+                (OrdersSource::File(file), None, None, None)
             }
             None => {
                 let client = kube::Client::try_default().await?;
                 let orders = ApiOrders::start(client.clone(), &args.namespace, &settings.name);
+                let orders = orders.await?;
                 let keeper = LeaseKeeper::new(client.clone(), &args.namespace, &settings.name);
+                let passwords = orders
+                    .cluster()
+                    .map(|cluster| PasswordWatch::start(client.clone(), &args.namespace, &cluster));
                 let status = StatusWriter::new(client, &args.namespace, &settings.name, endpoint);
-                (OrdersSource::Api(orders.await?), Some(status), Some(keeper))
+                (
+                    OrdersSource::Api(orders),
+                    Some(status),
+                    Some(keeper),
+                    passwords,
+                )
             }
         };
         let first = if args.init_only {
@@ -143,7 +152,7 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         let listener = tokio::net::TcpListener::bind(args.status_addr).await?;
         tokio::spawn(http::serve(agent.clone(), listener));
-        run::run(agent, orders, status, keeper).await?;
+        run::run(agent, orders, status, keeper, passwords).await?;
         Ok(())
     })
 }

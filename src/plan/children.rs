@@ -373,9 +373,22 @@ fn identity(valid: &ValidCluster<'_>, owner: &OwnerReference, instance: &str) ->
         verbs: verbs.iter().map(|v| v.to_string()).collect(),
         ..PolicyRule::default()
     };
-    // Its own PgInstance only (a list or watch must then select it by metadata.name), and
-    // the cluster's primary Lease, which it may renew but never create or delete.
+    // Its own PgInstance only (a list or watch must then select it by metadata.name), the
+    // cluster's primary Lease, which it may renew but never create or delete, and the two
+    // Secrets whose passwords it sets when they change (never the replication Secret, nor
+    // any other).
+    let secrets: Vec<String> = [SecretKind::Superuser, SecretKind::App]
+        .iter()
+        .map(|kind| names::secret(valid.name, *kind))
+        .collect();
     let rules = vec![
+        PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["secrets".into()]),
+            resource_names: Some(secrets),
+            verbs: ["get", "list", "watch"].map(String::from).to_vec(),
+            ..PolicyRule::default()
+        },
         rule(
             "pgha.dev",
             "pginstances",
