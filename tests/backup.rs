@@ -382,14 +382,7 @@ async fn archiving_backups_retention_and_point_in_time_restores() {
 
     // After a failover, the new timeline is archived too: a restore to its end has the rows
     // written after it, and every acknowledged row.
-    let old = clusters
-        .get("orders")
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .current_primary
-        .unwrap();
+    let old = install::primary_of(&clusters, "orders").await;
     Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), NS)
         .delete(&old, &kube::api::DeleteParams::default().grace_period(0))
         .await

@@ -184,14 +184,7 @@ async fn least_privilege_password_rotation_and_no_password_in_logs_events_or_sta
         "the old password still works"
     );
     assert_eq!(started(session).await, postmaster, "Postgres restarted");
-    let primary = clusters
-        .get("orders")
-        .await
-        .unwrap()
-        .status
-        .unwrap()
-        .current_primary
-        .unwrap();
+    let primary = install::primary_of(&clusters, "orders").await;
     let instances: Api<PgInstance> = Api::namespaced(client.clone(), "shop");
     let set_at = eventually(
         Duration::from_secs(10),
@@ -199,7 +192,9 @@ async fn least_privilege_password_rotation_and_no_password_in_logs_events_or_sta
         || async {
             let status = instances.get(&primary).await.ok()?.status?;
             // Status times are whole seconds.
-        status.passwords_set_at.filter(|t| t.0.as_second() >= asked.as_second())
+            status
+                .passwords_set_at
+                .filter(|t| t.0.as_second() >= asked.as_second())
         },
     )
     .await;

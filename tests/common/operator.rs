@@ -171,3 +171,10 @@ pub async fn operator_metrics(client: &Client) -> String {
     }
     all
 }
+
+/// The instance PgCluster `name` reports as its primary now.
+pub async fn primary_of(clusters: &Api<PgCluster>, name: &str) -> String {
+    let cluster = clusters.get(name).await.unwrap();
+    let status = cluster.status.unwrap_or_default();
+    status.current_primary.expect("a primary")
+}
