@@ -68,6 +68,9 @@ fn files(
     ]
 }
 
+/// The files written from the user's part of the configuration.
+const USER_FILES: [&str; 2] = ["user.conf", "pg_hba.conf"];
+
 /// Writes every configuration file, and `standby.signal` exactly when following `upstream`.
 pub fn write(
     settings: &Settings,
@@ -75,13 +78,38 @@ pub fn write(
     rendered: &Rendered,
     upstream: Option<&Endpoint>,
 ) -> Result<()> {
+    write_files(settings, config, rendered, upstream, true)
+}
+
+/// Writes the operator's files and leaves the user's (`user.conf`, `pg_hba.conf`) as they
+/// are: for a start whose ordered user configuration Postgres refuses, with no record of the
+/// one those files were written from.
+pub fn write_operator_files(
+    settings: &Settings,
+    config: &PostgresConfig,
+    upstream: Option<&Endpoint>,
+) -> Result<()> {
+    write_files(settings, config, &render(config)?, upstream, false)
+}
+
+fn write_files(
+    settings: &Settings,
+    config: &PostgresConfig,
+    rendered: &Rendered,
+    upstream: Option<&Endpoint>,
+    user: bool,
+) -> Result<()> {
     let dir = &settings.data_dir;
     let owner = settings.run_as.as_ref();
     for (file, contents) in files(settings, config, rendered, upstream) {
-        files::write(&dir.join(file), &contents, 0o600, owner)?;
+        if user || !USER_FILES.contains(&file) {
+            files::write(&dir.join(file), &contents, 0o600, owner)?;
+        }
     }
-    let record = serde_json::to_string(config).unwrap_or_default();
-    files::write(&dir.join(WRITTEN), &record, 0o600, owner)?;
+    if user {
+        let record = serde_json::to_string(config).unwrap_or_default();
+        files::write(&dir.join(WRITTEN), &record, 0o600, owner)?;
+    }
     let signal = dir.join("standby.signal");
     match upstream {
         Some(_) => files::write(&signal, "", 0o600, owner),
@@ -129,6 +157,15 @@ pub async fn check(
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // Only a refusal of the files is the configuration's fault; anything else (a missing
+    // data directory, a crash) is an ordinary failure.
+    if !stderr.contains("contains errors") {
+        return Err(AgentError::Command {
+            program: "postgres -C".into(),
+            status: out.status.to_string(),
+            stderr: stderr.trim().to_string(),
+        });
+    }
     let stage = stage.display().to_string();
     let data = settings.data_dir.display().to_string();
     Err(AgentError::ConfigInvalid(

@@ -143,9 +143,13 @@ impl PasswordWatch {
                     .default_backoff()
                     .applied_objects()
                     .for_each(move |secret| {
+                        // Read as the mounted copy is: without a trailing line break, and
+                        // never empty.
                         let password = secret.ok().and_then(|s| {
                             let bytes = s.data?.remove("password")?;
-                            String::from_utf8(bytes.0).ok()
+                            let text = String::from_utf8(bytes.0).ok()?;
+                            let text = text.trim_end_matches(['\n', '\r']);
+                            (!text.is_empty()).then(|| text.to_string())
                         });
                         if let Some(password) = password {
                             let mut known = passwords.lock().unwrap_or_else(|e| e.into_inner());

@@ -215,16 +215,23 @@ impl Agent {
             }
             credentials.clone()
         };
-        let due = {
-            let state = self.lock();
+        let due = || {
+            let mut state = self.lock();
+            if state.desired != Desired::Primary {
+                // Whatever it set as a primary, the next promotion sets again.
+                state.passwords_set = None;
+            }
             state.desired == Desired::Primary
                 && state.serving
                 && state.passwords_set.as_ref() != Some(&wanted)
         };
-        if !due || self.postmaster.pid().is_none() {
+        if !due() || self.postmaster.pid().is_none() {
             return;
         }
         let _op = self.ops.lock().await;
+        if !due() {
+            return;
+        }
         let set = async {
             let client = sql::connect(&self.settings).await?;
             roles::set_passwords(&client, &wanted).await
@@ -264,6 +271,13 @@ impl Agent {
     /// Stops Postgres: smart, then fast, then kill, with the settings' timeouts.
     pub async fn stop(&self) -> Result<()> {
         let _op = self.ops.lock().await;
+        self.stop_locked().await
+    }
+
+    /// A smart shutdown waits for every session to end: the agent's kept read connection is
+    /// closed first (a new one is refused while Postgres shuts down).
+    async fn stop_locked(&self) -> Result<()> {
+        self.kept.forget().await;
         let t = self.settings.timeouts;
         self.postmaster.stop(t.smart_stop, t.fast_stop).await
     }
@@ -271,8 +285,7 @@ impl Agent {
     /// Stops and starts Postgres, to apply parameters that need a restart.
     pub async fn restart(&self) -> Result<()> {
         let _op = self.ops.lock().await;
-        let t = self.settings.timeouts;
-        self.postmaster.stop(t.smart_stop, t.fast_stop).await?;
+        self.stop_locked().await?;
         self.record(self.start_locked().await)
     }
 
@@ -295,14 +308,15 @@ impl Agent {
             Err(AgentError::ConfigInvalid(why)) => return Err(self.reject(config, why)),
             checked => checked?,
         }
-        conf::write(&self.settings, &config, &rendered, upstream)?;
-        let members = config.members.clone();
         if self.postmaster.pid().is_none() {
+            // The next start writes it, its pg_hba rules once the server can check them.
             self.accept(config);
             return Ok(ConfigApplied {
                 pending_restart: Vec::new(),
             });
         }
+        conf::write(&self.settings, &config, &rendered, upstream)?;
+        let members = config.members.clone();
         let client = sql::connect(&self.settings).await?;
         // Read from the file before the server reloads it: a refused file is put back at once.
         if let Some(why) = conf::hba_errors(&client).await? {
@@ -476,29 +490,37 @@ impl Agent {
         self.lock().notes.push(note);
     }
 
-    /// `config` if Postgres takes it; else the user's part of the configuration the files
-    /// were last written from (which it loaded) with the rest of `config`, so that a start
-    /// never meets a file that does not load.
+    /// What a start writes, so that it never meets a file that does not load: the ordered
+    /// configuration, except that its pg_hba rules wait until Postgres is up (only a running
+    /// server checks them; the run loop then applies them) unless they are the ones last
+    /// written; and when Postgres refuses its parameters, the configuration last written
+    /// (`Some`), or the user's files as they are when there is no record of it (`None`).
     async fn loadable(
         &self,
-        config: PostgresConfig,
+        ordered: PostgresConfig,
         upstream: Option<&Endpoint>,
-    ) -> Result<PostgresConfig> {
-        let rendered = conf::render(&config)?;
-        let why = match conf::check(&self.settings, &config, &rendered, upstream).await {
-            Ok(()) => return Ok(config),
+    ) -> Result<Option<PostgresConfig>> {
+        let recorded = conf::last_written(&self.settings);
+        let pg_hba = match &recorded {
+            Some(r) if r.pg_hba == ordered.pg_hba => ordered.pg_hba.clone(),
+            _ => Vec::new(),
+        };
+        let candidate = PostgresConfig {
+            pg_hba,
+            ..ordered.clone()
+        };
+        let rendered = conf::render(&candidate)?;
+        let why = match conf::check(&self.settings, &candidate, &rendered, upstream).await {
+            Ok(()) => return Ok(Some(candidate)),
             Err(AgentError::ConfigInvalid(why)) => why,
             Err(e) => return Err(e),
         };
-        let loaded = conf::last_written(&self.settings).unwrap_or_default();
-        let fallback = PostgresConfig {
+        drop(self.reject(ordered.clone(), why));
+        Ok(recorded.map(|loaded| PostgresConfig {
             parameters: loaded.parameters,
             pg_hba: loaded.pg_hba,
-            ..config.clone()
-        };
-        drop(self.reject(config, why));
-        self.lock().config = fallback.clone();
-        Ok(fallback)
+            ..ordered
+        }))
     }
 
     async fn start_locked(&self) -> Result<()> {
@@ -509,13 +531,23 @@ impl Agent {
         };
         files::ensure_dir(&self.settings.run_dir, 0o700, self.settings.run_as.as_ref())?;
         conf::write_passfile(&self.settings, self.credentials().replication.expose())?;
-        let config = self.loadable(config, desired.upstream()).await?;
-        conf::write(
-            &self.settings,
-            &config,
-            &conf::render(&config)?,
-            desired.upstream(),
-        )?;
+        let upstream = desired.upstream();
+        let config = match self.loadable(config.clone(), upstream).await? {
+            Some(loadable) => {
+                conf::write(
+                    &self.settings,
+                    &loadable,
+                    &conf::render(&loadable)?,
+                    upstream,
+                )?;
+                self.lock().config = loadable.clone();
+                loadable
+            }
+            None => {
+                conf::write_operator_files(&self.settings, &config, upstream)?;
+                config
+            }
+        };
         self.postmaster.start().await?;
         let client = sql::wait_ready(&self.settings, self.settings.timeouts.start, || {
             self.postmaster.pid().is_some()

@@ -114,8 +114,7 @@ impl Agent {
     }
 
     async fn rejoin_locked(&self, primary: Endpoint) -> Result<Rejoined> {
-        let t = self.settings.timeouts;
-        self.postmaster.stop(t.smart_stop, t.fast_stop).await?;
+        self.stop_locked().await?;
         self.postmaster.unfence().await?;
         self.lock().desired = Desired::Replica(primary.clone());
         conf::write_passfile(&self.settings, self.credentials().replication.expose())?;

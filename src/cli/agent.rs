@@ -121,6 +121,9 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
                 let passwords = orders
                     .cluster()
                     .map(|cluster| PasswordWatch::start(client.clone(), &args.namespace, &cluster));
+                if passwords.is_none() {
+                    tracing::warn!("no PgCluster in the orders: passwords are not watched");
+                }
                 let status = StatusWriter::new(client, &args.namespace, &settings.name, endpoint);
                 (
                     OrdersSource::Api(orders),

@@ -65,6 +65,7 @@ pub async fn step(
         .collect();
     let spec = cluster.spec.backup.as_ref();
     if spec.is_none() && ours.is_empty() {
+        ctx.metrics.backups(&namespace, &name, None, None);
         return Ok(Step::default());
     }
     let views: Vec<Backup> = ours.iter().map(view).collect();

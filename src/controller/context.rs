@@ -100,7 +100,7 @@ impl Default for Metrics {
         );
         registry.register(
             "pgha_backup_schedule_interval_seconds",
-            "Time between two runs of spec.backup.schedule (absent while suspended)",
+            "Longest time between two runs of spec.backup.schedule over a week (absent while suspended)",
             backup_interval.clone(),
         );
         registry.register("pgha_reconciles", "Reconciles run", reconciles.clone());
@@ -181,14 +181,21 @@ impl Metrics {
             namespace: namespace.to_string(),
             cluster: cluster.to_string(),
         };
-        if let Some(last) = last {
-            self.backup_completed
-                .get_or_create(&labels)
-                .set(last.completed);
-            self.backup_duration
-                .get_or_create(&labels)
-                .set(last.took.as_secs_f64());
-            self.backup_size.get_or_create(&labels).set(last.size_bytes);
+        match last {
+            Some(last) => {
+                self.backup_completed
+                    .get_or_create(&labels)
+                    .set(last.completed);
+                self.backup_duration
+                    .get_or_create(&labels)
+                    .set(last.took.as_secs_f64());
+                self.backup_size.get_or_create(&labels).set(last.size_bytes);
+            }
+            None => {
+                self.backup_completed.remove(&labels);
+                self.backup_duration.remove(&labels);
+                self.backup_size.remove(&labels);
+            }
         }
         match interval {
             Some(every) => {

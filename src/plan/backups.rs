@@ -100,12 +100,20 @@ fn next_run(observed: &Observed<'_>) -> Option<DateTime<Utc>> {
     schedule.find_next_occurrence(&last, false).ok()
 }
 
-/// The time between two runs of `schedule` after `now`: how old the newest backup may be
-/// before it is overdue (the alert allows 1.2 times this).
+/// The longest time between two runs of `schedule` over the next eight days (a week and a
+/// day, so that a weekday-only schedule shows its weekend gap, and uneven hours their longest):
+/// how old the newest backup may be before it is overdue (the alert allows 1.2 times this).
 pub fn interval(schedule: &Cron, now: DateTime<Utc>) -> Option<Duration> {
-    let first = schedule.find_next_occurrence(&now, false).ok()?;
-    let second = schedule.find_next_occurrence(&first, false).ok()?;
-    (second - first).to_std().ok()
+    let end = now + chrono::Duration::days(8);
+    let mut last = schedule.find_next_occurrence(&now, false).ok()?;
+    let mut longest: Option<chrono::Duration> = None;
+    // At most one run a minute: 8 days is at most 11 520 steps.
+    while last < end {
+        let next = schedule.find_next_occurrence(&last, false).ok()?;
+        longest = longest.max(Some(next - last));
+        last = next;
+    }
+    longest?.to_std().ok()
 }
 
 /// `ContinuousArchiving` from the primary's archiver: `(true, reason, message)` while the
@@ -223,15 +231,16 @@ mod tests {
     }
 
     #[test]
-    fn the_interval_is_between_the_next_two_runs() {
+    fn the_interval_is_the_longest_gap_between_runs_over_a_week() {
         let every = |cron: &str| interval(&parse_schedule(cron).unwrap(), at(7));
         assert_eq!(every("0 3 * * *"), Some(Duration::from_secs(86_400)));
         assert_eq!(every("*/15 * * * *"), Some(Duration::from_secs(900)));
-        // Uneven: from 10:07 the next two runs are 12:00 and 18:00.
-        assert_eq!(
-            every("0 0,12,18 * * *"),
-            Some(Duration::from_secs(6 * 3600))
-        );
+        // Uneven hours: 00:00 to 12:00 is the longest.
+        let hours = every("0 0,12,18 * * *");
+        assert_eq!(hours, Some(Duration::from_secs(12 * 3600)));
+        // Weekdays only: Friday to Monday.
+        let weekdays = every("0 3 * * 1-5");
+        assert_eq!(weekdays, Some(Duration::from_secs(3 * 86_400)));
     }
 
     fn backup(name: &str, phase: Option<BackupPhase>, created: u32) -> Backup {

@@ -150,9 +150,28 @@ async fn a_configuration_postgres_refuses_is_never_loaded() {
     // Fixed orders: loaded, and the refusal is gone.
     good.parameters.insert("work_mem".into(), "16MB".into());
     again.ordered_config(&good);
-    again.apply_config(good).await.unwrap();
+    again.apply_config(good.clone()).await.unwrap();
     assert_eq!(show("work_mem").await, "16MB");
     assert_eq!(again.status().await.config.refused, None);
+
+    // A restart with a pg_hba rule ordered that it has not loaded: only a running server
+    // checks rules, so they wait for it; Postgres comes up, and the rule is then refused.
+    again.stop().await.unwrap();
+    drop(again);
+    let mut bad_hba = good;
+    bad_hba.pg_hba = vec!["host all all 10.0.0.0/8 bogusmethod".into()];
+    let third = pgha::agent::Agent::new(
+        ws.settings("a"),
+        crate::cluster::credentials(),
+        Desired::Primary,
+        bad_hba.clone(),
+    );
+    third.start().await.unwrap();
+    assert!(third.status().await.ready);
+    let hba = std::fs::read_to_string(dir.join("pg_hba.conf")).unwrap();
+    assert!(!hba.contains("bogusmethod"), "{hba}");
+    let err = third.apply_config(bad_hba).await.unwrap_err().to_string();
+    assert!(err.contains("invalid authentication method"), "{err}");
 }
 
 /// Every parameter value our checks accept reaches Postgres unchanged: values from every

@@ -567,7 +567,10 @@ pub fn render(screen: &Screen, now: Timestamp, colour: bool) -> String {
             .conditions
             .iter()
             .map(|c| {
-                let hue = if c.status == "True" {
+                // For these, True is the bad news.
+                let bad_when_true = ["Degraded", "ConfigInvalid", "Fenced"];
+                let good = (c.status == "True") != bad_when_true.contains(&c.type_.as_str());
+                let hue = if good {
                     AnsiColor::Green
                 } else {
                     AnsiColor::Yellow
