@@ -1,7 +1,8 @@
 //! Security on the local cluster with the operator as a pod: what each ServiceAccount may do
 //! is exactly the table in docs/security.md (`kubectl auth can-i --list`); a password changed
 //! in the `-app` Secret takes effect without a restart; and no password appears in any pod's
-//! log, any Event or any status.
+//! log, any Event or any status; Postgres serves TLS with the cluster's own CA, verified by
+//! name (`sslmode=verify-full`) through `-rw`.
 
 #[path = "common/eventually.rs"]
 mod eventually;
@@ -199,6 +200,37 @@ async fn least_privilege_password_rotation_and_no_password_in_logs_events_or_sta
     )
     .await;
     println!("passwordsSetAt {}", set_at.0);
+
+    // TLS: a client holding the cluster's CA connects through -rw verifying the server as
+    // orders-rw.shop.svc (sslmode=verify-full).
+    let server = secrets.get("orders-server").await.unwrap();
+    let ca = tempfile::tempdir().unwrap();
+    let ca_file = ca.path().join("ca.crt");
+    std::fs::write(&ca_file, &server.data.unwrap()["ca.crt"].0).unwrap();
+    let conninfo = format!(
+        "host=orders-rw.shop.svc hostaddr={host} port={port} user={} dbname={} \
+         sslmode=verify-full sslrootcert={} connect_timeout=5",
+        new.user,
+        new.dbname,
+        ca_file.display()
+    );
+    let psql = tokio::process::Command::new("psql")
+        .arg(&conninfo)
+        .args([
+            "-tAc",
+            "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        ])
+        .env("PGPASSWORD", &new.password)
+        .output()
+        .await
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&psql.stdout).into_owned() + &String::from_utf8_lossy(&psql.stderr);
+    assert!(psql.status.success(), "{said}");
+    assert!(said.starts_with("t|TLSv1."), "{said}");
+    // Clients without TLS are still let in (`host` rules): the rules become `hostssl` once
+    // every client here speaks TLS.
+    assert!(connect(&new, &host, port).await.is_some());
 
     // No password in any log of the run, any Event, or any object's status.
     let mut passwords = vec![

@@ -6,7 +6,7 @@ use super::error::{AgentError, Result};
 use super::settings::Settings;
 use super::{files, pgbin};
 use crate::plan::agent::{Endpoint, PostgresConfig};
-use crate::plan::config::{self, InstanceSettings, Upstream};
+use crate::plan::config::{self, InstanceSettings, TlsFiles, Upstream};
 
 /// The rendered files, checked before anything is written.
 pub struct Rendered {
@@ -28,12 +28,39 @@ const WRITTEN: &str = "pgha-config.json";
 /// Where `check` stages the files: in the socket directory, which only Postgres's user reads.
 const STAGE: &str = "config-check";
 
+/// The mounted server certificate, copied where Postgres reads it: its key must belong to
+/// Postgres's user and be readable by it alone. None without a mounted certificate.
+fn tls_files(settings: &Settings) -> Result<Option<TlsFiles>> {
+    let Some(mounted) = settings.tls_dir.as_ref() else {
+        return Ok(None);
+    };
+    let names = ["tls.crt", "tls.key", "ca.crt"];
+    if !names.iter().all(|n| mounted.join(n).exists()) {
+        return Ok(None);
+    }
+    let dir = settings.run_dir.join("tls");
+    let owner = settings.run_as.as_ref();
+    files::ensure_dir(&dir, 0o700, owner)?;
+    for name in names {
+        let from = mounted.join(name);
+        let text = std::fs::read_to_string(&from).map_err(AgentError::io("reading", &from))?;
+        files::write(&dir.join(name), &text, 0o600, owner)?;
+    }
+    let path = |name: &str| dir.join(name).display().to_string();
+    Ok(Some(TlsFiles {
+        cert: path("tls.crt"),
+        key: path("tls.key"),
+        ca: path("ca.crt"),
+    }))
+}
+
 /// The configuration files, by name.
 fn files(
     settings: &Settings,
     config: &PostgresConfig,
     rendered: &Rendered,
     upstream: Option<&Endpoint>,
+    tls: Option<TlsFiles>,
 ) -> Vec<(&'static str, String)> {
     let instance = InstanceSettings {
         name: settings.name.clone(),
@@ -47,6 +74,7 @@ fn files(
             passfile: settings.passfile().display().to_string(),
         }),
         archive: settings.archive.clone(),
+        tls,
     };
     let header = "# Managed by pgha; changes here are overwritten.\n";
     let main = format!("{header}include 'user.conf'\ninclude 'operator.conf'\n");
@@ -101,7 +129,8 @@ fn write_files(
 ) -> Result<()> {
     let dir = &settings.data_dir;
     let owner = settings.run_as.as_ref();
-    for (file, contents) in files(settings, config, rendered, upstream) {
+    let tls = tls_files(settings)?;
+    for (file, contents) in files(settings, config, rendered, upstream, tls) {
         if user || !USER_FILES.contains(&file) {
             files::write(&dir.join(file), &contents, 0o600, owner)?;
         }
@@ -137,7 +166,8 @@ pub async fn check(
     let owner = settings.run_as.as_ref();
     files::ensure_dir(&settings.run_dir, 0o700, owner)?;
     files::ensure_dir(&stage, 0o700, owner)?;
-    for (file, contents) in files(settings, config, rendered, upstream) {
+    let tls = tls_files(settings)?;
+    for (file, contents) in files(settings, config, rendered, upstream, tls) {
         files::write(&stage.join(file), &contents, 0o600, owner)?;
     }
     let mut postgres = pgbin::command(settings, "postgres");

@@ -52,6 +52,9 @@ pub struct Settings {
     pub archive: Option<ArchiveCommands>,
     /// Where the credentials of a recovery source's object store are mounted.
     pub source_credentials_dir: PathBuf,
+    /// The mounted server certificate (`tls.crt`, `tls.key`, `ca.crt`); Postgres serves TLS
+    /// when it is there.
+    pub tls_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

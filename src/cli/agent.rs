@@ -29,6 +29,10 @@ pub struct AgentArgs {
     /// Mounted Secrets: superuser/password, replication/password, app/{username,password,dbname}.
     #[arg(long, default_value = "/etc/pgha/secrets")]
     secrets_dir: PathBuf,
+    /// The mounted server certificate Secret (`tls.crt`, `tls.key`, `ca.crt`): with it,
+    /// Postgres serves TLS.
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
     /// Orders (role, primary, fenced, config) as JSON or YAML; re-read every second.
     #[arg(
         long,
@@ -97,6 +101,7 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
             .map(archive_commands)
             .transpose()?,
         source_credentials_dir: args.source_credentials_dir,
+        tls_dir: args.tls_dir,
     };
     let credentials = Credentials::from_dir(&args.secrets_dir)?;
     let endpoint = Endpoint {

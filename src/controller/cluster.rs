@@ -22,7 +22,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::apply::{apply, prune};
 use super::switchover::{self, under_way as switchover_under_way};
 use super::{Context, Error};
-use super::{agents, backups, drains, drills, failover, lease_watch};
+use super::{agents, backups, drains, drills, failover, lease_watch, tls};
 use crate::api::cluster::{PrimaryUpdateMethod, SWITCHOVER_ANNOTATION};
 use crate::api::instance::InstanceRole;
 use crate::api::{PgBackup, PgCluster, PgClusterStatus, PgInstance};
@@ -179,6 +179,21 @@ async fn converge(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action, 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let instances_api: Api<PgInstance> = Api::namespaced(client.clone(), &namespace);
     let (secrets, instances) = try_join!(secrets.list(&list), instances_api.list(&list))?;
+    // A Secret is applied with the version it was read at: a password a person changed in
+    // between makes the apply fail (409) and the next reconcile read it, instead of the
+    // apply putting the old one back.
+    let versions: BTreeMap<String, Option<String>> = secrets
+        .iter()
+        .map(|s| (s.name_any(), s.resource_version()))
+        .collect();
+    let certificates: tls::Seen = secrets
+        .iter()
+        .map(|s| {
+            let data = s.data.clone().unwrap_or_default();
+            let annotations = s.metadata.annotations.clone().unwrap_or_default();
+            (s.name_any(), (data, annotations))
+        })
+        .collect();
     let existing: BTreeMap<_, _> = secrets
         .into_iter()
         .map(|s| (s.name_any(), s.data.unwrap_or_default()))
@@ -320,6 +335,12 @@ async fn converge(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action, 
         request_switchover(&ctx, &cluster, &previous, &to, why).await?;
     }
     let mut wanted = children(&valid, &existing, &fresh, &primary, &rolling)?;
+    wanted
+        .secrets
+        .extend(tls::secrets(&cluster, &certificates, Utc::now())?);
+    for secret in &mut wanted.secrets {
+        secret.metadata.resource_version = versions.get(&secret.name_any()).cloned().flatten();
+    }
     // The backup under way is part of its instance's orders.
     let backup = backups::step(&ctx, &cluster, &valid, &observed, &primary_name).await?;
     if let Some((instance, request)) = &backup.assigned

@@ -12,4 +12,6 @@ pub enum Error {
     NoNamespace { kind: &'static str, name: String },
     #[error("reading random bytes for passwords: {0}")]
     Random(std::io::Error),
+    #[error("making the cluster's TLS certificates: {0}")]
+    Certificate(#[from] rcgen::Error),
 }

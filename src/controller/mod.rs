@@ -16,6 +16,7 @@ pub mod instance;
 pub mod leader;
 mod lease_watch;
 mod switchover;
+mod tls;
 
 use std::sync::Arc;
 

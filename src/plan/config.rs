@@ -213,6 +213,16 @@ pub struct InstanceSettings {
     pub upstream: Option<Upstream>,
     /// `Some` when the cluster archives WAL.
     pub archive: Option<ArchiveCommands>,
+    /// `Some` when Postgres serves TLS.
+    pub tls: Option<TlsFiles>,
+}
+
+/// The server certificate, its key and the CA, where Postgres reads them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: String,
+    pub key: String,
+    pub ca: String,
 }
 
 /// How WAL reaches and comes back from the archive: `pgha wal-push` / `wal-fetch` with the
@@ -289,6 +299,17 @@ pub fn instance_parameters(instance: &InstanceSettings) -> BTreeMap<String, Stri
         out.insert("primary_conninfo".to_string(), conninfo);
         out.insert("primary_slot_name".to_string(), slot_name(&instance.name));
     }
+    if let Some(tls) = &instance.tls {
+        for (name, value) in [
+            ("ssl", "on"),
+            ("ssl_cert_file", &tls.cert),
+            ("ssl_key_file", &tls.key),
+            ("ssl_ca_file", &tls.ca),
+            ("ssl_min_protocol_version", "TLSv1.2"),
+        ] {
+            out.insert(name.to_string(), value.to_string());
+        }
+    }
     if let Some(archive) = &instance.archive {
         out.insert("archive_mode".to_string(), "on".to_string());
         out.insert(
@@ -333,7 +354,26 @@ mod tests {
                 Path::new("/pgha"),
                 Path::new("/s.yaml"),
             )),
+            tls: None,
         }
+    }
+
+    #[test]
+    fn with_a_certificate_postgres_serves_tls_1_2_and_up() {
+        let files = TlsFiles {
+            cert: "/run/pgha/tls/tls.crt".into(),
+            key: "/run/pgha/tls/tls.key".into(),
+            ca: "/run/pgha/tls/ca.crt".into(),
+        };
+        let with = InstanceSettings {
+            tls: Some(files),
+            ..replica()
+        };
+        let p = instance_parameters(&with);
+        assert_eq!(p["ssl"], "on");
+        assert_eq!(p["ssl_key_file"], "/run/pgha/tls/tls.key");
+        assert_eq!(p["ssl_min_protocol_version"], "TLSv1.2");
+        assert!(!instance_parameters(&replica()).contains_key("ssl"));
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::api::common::ReclaimPolicy;
 use crate::api::instance::InstancePhase;
 use crate::plan::agent::OrderedRole;
 use crate::plan::names::{self, SecretKind};
+use crate::plan::tls;
 
 /// Where the volume is mounted, and the data directory on it.
 pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
@@ -30,6 +31,8 @@ pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
 /// The agent's read-only status port.
 pub const STATUS_PORT: i32 = 8000;
 const SECRETS_DIR: &str = "/etc/pgha/secrets";
+/// Where the server certificate's Secret is mounted.
+const TLS_DIR: &str = "/etc/pgha/tls";
 /// Where the `spec.backup.s3` credentials Secret is mounted.
 pub const ARCHIVE_CREDENTIALS_DIR: &str = "/etc/pgha/archive";
 /// Where a recovery source's credentials Secret is mounted (init pod only).
@@ -105,16 +108,30 @@ pub fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
-fn secret_volume(cluster: &str, kind: SecretKind, optional: bool) -> (Volume, VolumeMount) {
+fn credentials_volume(cluster: &str, kind: SecretKind, optional: bool) -> (Volume, VolumeMount) {
     let dir = match kind {
         SecretKind::Superuser => "superuser",
         SecretKind::App => "app",
         SecretKind::Replication => "replication",
     };
+    secret_volume(
+        &format!("secret-{dir}"),
+        names::secret(cluster, kind),
+        format!("{SECRETS_DIR}/{dir}"),
+        optional,
+    )
+}
+
+fn secret_volume(
+    volume: &str,
+    secret: String,
+    mount_path: String,
+    optional: bool,
+) -> (Volume, VolumeMount) {
     let volume = Volume {
-        name: format!("secret-{dir}"),
+        name: volume.into(),
         secret: Some(SecretVolumeSource {
-            secret_name: Some(names::secret(cluster, kind)),
+            secret_name: Some(secret),
             optional: Some(optional),
             default_mode: Some(0o400),
             ..Default::default()
@@ -123,7 +140,7 @@ fn secret_volume(cluster: &str, kind: SecretKind, optional: bool) -> (Volume, Vo
     };
     let mount = VolumeMount {
         name: volume.name.clone(),
-        mount_path: format!("{SECRETS_DIR}/{dir}"),
+        mount_path,
         read_only: Some(true),
         ..Default::default()
     };
@@ -167,6 +184,8 @@ pub fn pod(instance: &PgInstance, owner: &OwnerReference, kind: PodKind) -> Pod 
         "/run/pgha",
         "--secrets-dir",
         SECRETS_DIR,
+        "--tls-dir",
+        TLS_DIR,
         // The agent starts as root, like the postgres images' entrypoints, and runs every
         // Postgres program as postgres.
         "--run-as",
@@ -210,10 +229,15 @@ pub fn pod(instance: &PgInstance, owner: &OwnerReference, kind: PodKind) -> Pod 
         // A restored cluster has no app Secret.
         (SecretKind::App, true),
     ] {
-        let (volume, mount) = secret_volume(cluster, kind, optional);
+        let (volume, mount) = credentials_volume(cluster, kind, optional);
         volumes.push(volume);
         mounts.push(mount);
     }
+    // The server certificate; optional, so that the pods of a cluster made before TLS start
+    // (without it) until the operator has made it.
+    let (volume, mount) = secret_volume("tls", tls::server_secret(cluster), TLS_DIR.into(), true);
+    volumes.push(volume);
+    mounts.push(mount);
     let mut object_stores = Vec::new();
     if let Some(archive) = &instance.spec.archive {
         object_stores.push(("archive", archive, ARCHIVE_CREDENTIALS_DIR));

@@ -15,5 +15,6 @@ pub mod restart;
 pub mod retention;
 pub mod rollout;
 pub mod status;
+pub mod tls;
 pub mod validation;
 pub mod wal;
