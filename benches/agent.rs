@@ -66,9 +66,7 @@ async fn main() {
 /// rewinds the old primary into a replica.
 async fn failover_latencies() -> (Vec<Duration>, Vec<Duration>) {
     let ws = Workspace::new(&["a", "b", "c"]);
-    let a = ws.start("a", Desired::Primary).await;
-    let b = ws.start("b", Desired::Replica(ws.endpoint("a"))).await;
-    let c = ws.start("c", Desired::Replica(ws.endpoint("a"))).await;
+    let [a, b, c] = ws.primary_and_two_replicas().await;
     ws.client("a")
         .await
         .batch_execute("CREATE TABLE t (id serial PRIMARY KEY, at timestamptz DEFAULT now())")

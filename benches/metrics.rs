@@ -20,7 +20,6 @@ mod report;
 use std::time::{Duration, Instant};
 
 use cluster::{Workspace, wait_for_row};
-use pgha::agent::Desired;
 use report::{max, median};
 
 const SCRAPES: usize = 500;
@@ -79,9 +78,7 @@ fn row(what: &str, times: &[Duration]) -> String {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let ws = Workspace::new(&["a", "b", "c"]);
-    let a = ws.start("a", Desired::Primary).await;
-    let b = ws.start("b", Desired::Replica(ws.endpoint("a"))).await;
-    let _c = ws.start("c", Desired::Replica(ws.endpoint("a"))).await;
+    let [a, b, _c] = ws.primary_and_two_replicas().await;
     ws.client("a")
         .await
         .batch_execute("CREATE TABLE t (id int, v text); INSERT INTO t VALUES (1, 'one')")

@@ -28,30 +28,41 @@ const WRITTEN: &str = "pgha-config.json";
 /// Where `check` stages the files: in the socket directory, which only Postgres's user reads.
 const STAGE: &str = "config-check";
 
-/// The mounted server certificate, copied where Postgres reads it: its key must belong to
-/// Postgres's user and be readable by it alone. None without a mounted certificate.
-fn tls_files(settings: &Settings) -> Result<Option<TlsFiles>> {
+/// Copies the mounted server certificate where Postgres reads it: its key must belong to
+/// Postgres's user and be readable by it alone. Run before each start (a renewed certificate
+/// reaches the mount with the pod's next start).
+pub fn install_tls(settings: &Settings) -> Result<()> {
     let Some(mounted) = settings.tls_dir.as_ref() else {
-        return Ok(None);
+        return Ok(());
     };
-    let names = ["tls.crt", "tls.key", "ca.crt"];
-    if !names.iter().all(|n| mounted.join(n).exists()) {
-        return Ok(None);
+    if !TLS_FILES.iter().all(|n| mounted.join(n).exists()) {
+        return Ok(());
     }
     let dir = settings.run_dir.join("tls");
     let owner = settings.run_as.as_ref();
     files::ensure_dir(&dir, 0o700, owner)?;
-    for name in names {
+    for name in TLS_FILES {
         let from = mounted.join(name);
         let text = std::fs::read_to_string(&from).map_err(AgentError::io("reading", &from))?;
         files::write(&dir.join(name), &text, 0o600, owner)?;
     }
+    Ok(())
+}
+
+const TLS_FILES: [&str; 3] = ["tls.crt", "tls.key", "ca.crt"];
+
+/// The installed server certificate; None without one (Postgres then serves no TLS).
+fn tls_files(settings: &Settings) -> Option<TlsFiles> {
+    let dir = settings.run_dir.join("tls");
+    if !TLS_FILES.iter().all(|n| dir.join(n).exists()) {
+        return None;
+    }
     let path = |name: &str| dir.join(name).display().to_string();
-    Ok(Some(TlsFiles {
+    Some(TlsFiles {
         cert: path("tls.crt"),
         key: path("tls.key"),
         ca: path("ca.crt"),
-    }))
+    })
 }
 
 /// The configuration files, by name.
@@ -129,7 +140,7 @@ fn write_files(
 ) -> Result<()> {
     let dir = &settings.data_dir;
     let owner = settings.run_as.as_ref();
-    let tls = tls_files(settings)?;
+    let tls = tls_files(settings);
     for (file, contents) in files(settings, config, rendered, upstream, tls) {
         if user || !USER_FILES.contains(&file) {
             files::write(&dir.join(file), &contents, 0o600, owner)?;
@@ -166,7 +177,7 @@ pub async fn check(
     let owner = settings.run_as.as_ref();
     files::ensure_dir(&settings.run_dir, 0o700, owner)?;
     files::ensure_dir(&stage, 0o700, owner)?;
-    let tls = tls_files(settings)?;
+    let tls = tls_files(settings);
     for (file, contents) in files(settings, config, rendered, upstream, tls) {
         files::write(&stage.join(file), &contents, 0o600, owner)?;
     }

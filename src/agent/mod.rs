@@ -531,6 +531,7 @@ impl Agent {
         };
         files::ensure_dir(&self.settings.run_dir, 0o700, self.settings.run_as.as_ref())?;
         conf::write_passfile(&self.settings, self.credentials().replication.expose())?;
+        conf::install_tls(&self.settings)?;
         let upstream = desired.upstream();
         let config = match self.loadable(config.clone(), upstream).await? {
             Some(loadable) => {

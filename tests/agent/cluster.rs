@@ -104,6 +104,14 @@ impl Workspace {
         self.start_with(self.settings(name), desired).await
     }
 
+    /// `a` as primary and `b`, `c` as its replicas (a workspace of those three).
+    pub async fn primary_and_two_replicas(&self) -> [Arc<Agent>; 3] {
+        let a = self.start("a", Desired::Primary).await;
+        let b = self.start("b", Desired::Replica(self.endpoint("a"))).await;
+        let c = self.start("c", Desired::Replica(self.endpoint("a"))).await;
+        [a, b, c]
+    }
+
     /// Like [`Self::start`], with settings the caller adjusted.
     pub async fn start_with(&self, settings: Settings, desired: Desired) -> Arc<Agent> {
         let name = settings.name.clone();

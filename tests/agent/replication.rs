@@ -10,9 +10,7 @@ use crate::cluster::{Workspace, digest, eventually, wait_for_row};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_stream_promote_follow_and_the_old_primary_is_rewound() {
     let ws = Workspace::new(&["a", "b", "c"]);
-    let a = ws.start("a", Desired::Primary).await;
-    let b = ws.start("b", Desired::Replica(ws.endpoint("a"))).await;
-    let c = ws.start("c", Desired::Replica(ws.endpoint("a"))).await;
+    let [a, b, c] = ws.primary_and_two_replicas().await;
 
     let primary = seed(&ws, "a").await;
     wait_for_row(&ws, "b", 1).await;
