@@ -22,6 +22,9 @@ mod eventually;
 #[allow(dead_code)]
 #[path = "common/operator.rs"]
 mod install;
+#[allow(dead_code)]
+#[path = "common/writer.rs"]
+mod writer;
 
 use install::{create, healthy, installed, leader, ready_because};
 
@@ -50,20 +53,19 @@ fn secret_value(secret: &Secret, key: &str) -> String {
     String::from_utf8(secret.data.as_ref().unwrap()[key].0.clone()).unwrap()
 }
 
+/// With the `-app` Secret: its credentials, and its CA to verify the server as `orders-rw`.
 async fn connect(address: SocketAddr, app: &Secret) -> Option<tokio_postgres::Client> {
-    let config = format!(
-        "host={} port={} user={} password={} dbname={} connect_timeout=3",
-        address.ip(),
-        address.port(),
-        secret_value(app, "username"),
-        secret_value(app, "password"),
-        secret_value(app, "dbname"),
-    );
-    let (client, connection) = tokio_postgres::connect(&config, tokio_postgres::NoTls)
-        .await
-        .ok()?;
-    tokio::spawn(connection);
-    Some(client)
+    let target = writer::Target {
+        address,
+        user: secret_value(app, "username"),
+        password: secret_value(app, "password"),
+        dbname: secret_value(app, "dbname"),
+        tls: Some(writer::Verify {
+            ca: secret_value(app, "ca.crt"),
+            name: "orders-rw".into(),
+        }),
+    };
+    writer::connect(&target, &address.ip().to_string(), address.port()).await
 }
 
 #[tokio::test]

@@ -1,8 +1,10 @@
 //! Security on the local cluster with the operator as a pod: what each ServiceAccount may do
 //! is exactly the table in docs/security.md (`kubectl auth can-i --list`); a password changed
 //! in the `-app` Secret takes effect without a restart; and no password appears in any pod's
-//! log, any Event or any status; Postgres serves TLS with the cluster's own CA, verified by
-//! name (`sslmode=verify-full`) through `-rw`.
+//! log, any Event or any status; Postgres serves the certificate the user brings (as
+//! cert-manager would), verified by name (`sslmode=verify-full`) through `-rw` with the CA the
+//! `-app` Secret carries, and reloads it when the user's Secret changes; a password login
+//! without TLS is refused; replicas stream over TLS with client certificates.
 
 #[path = "common/eventually.rs"]
 mod eventually;
@@ -18,7 +20,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use pgha::api::{PgCluster, PgInstance};
 
 use eventually::eventually;
@@ -89,9 +91,17 @@ fn documented(account: &str) -> BTreeSet<Grant> {
 async fn least_privilege_password_rotation_and_no_password_in_logs_events_or_status() {
     let (cluster, client) = installed(13).await;
     let clusters: Api<PgCluster> = Api::namespaced(client.clone(), "shop");
+    // The server certificate comes from the user, in the shape cert-manager writes.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "shop");
+    let first = Certificate::new();
+    secrets
+        .create(&PostParams::default(), &first.secret())
+        .await
+        .unwrap();
     create(
         &clusters,
-        "metadata: {name: orders}\nspec:\n  instances: 2\n  storage: {size: 1Gi}\n",
+        "metadata: {name: orders}\nspec:\n  instances: 2\n  storage: {size: 1Gi}\n  \
+         tls: {serverSecret: orders-tls}\n",
     )
     .await;
     eventually(Duration::from_secs(180), "orders Healthy", || {
@@ -148,7 +158,6 @@ async fn least_privilege_password_rotation_and_no_password_in_logs_events_or_sta
 
     // A password changed in the -app Secret is set in Postgres without a restart: the new
     // one works through -rw, the old one no longer does, the primary's status says when.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "shop");
     let old = Target::rw(&cluster, &client, "shop", "orders", "app").await;
     let (host, port) = (old.address.ip().to_string(), old.address.port());
     let session = connect(&old, &host, port)
@@ -201,36 +210,75 @@ async fn least_privilege_password_rotation_and_no_password_in_logs_events_or_sta
     .await;
     println!("passwordsSetAt {}", set_at.0);
 
-    // TLS: a client holding the cluster's CA connects through -rw verifying the server as
-    // orders-rw.shop.svc (sslmode=verify-full).
-    let server = secrets.get("orders-server").await.unwrap();
-    let ca = tempfile::tempdir().unwrap();
-    let ca_file = ca.path().join("ca.crt");
-    std::fs::write(&ca_file, &server.data.unwrap()["ca.crt"].0).unwrap();
-    let conninfo = format!(
-        "host=orders-rw.shop.svc hostaddr={host} port={port} user={} dbname={} \
-         sslmode=verify-full sslrootcert={} connect_timeout=5",
-        new.user,
-        new.dbname,
-        ca_file.display()
-    );
-    let psql = tokio::process::Command::new("psql")
-        .arg(&conninfo)
-        .args([
-            "-tAc",
-            "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
-        ])
-        .env("PGPASSWORD", &new.password)
-        .output()
+    // TLS: a client with the CA of the -app Secret connects through -rw verifying the server
+    // as orders-rw.shop.svc (sslmode=verify-full); without TLS, a password login is refused.
+    let app = secrets.get("orders-app").await.unwrap().data.unwrap();
+    let app_ca = String::from_utf8(app["ca.crt"].0.clone()).unwrap();
+    assert_eq!(app_ca, first.ca, "the -app Secret carries the user's CA");
+    let uri = String::from_utf8(app["uri"].0.clone()).unwrap();
+    assert!(uri.ends_with("?sslmode=verify-full"), "{uri}");
+    let said = psql(&new, &host, port, Some(&app_ca), SSL_IN_USE)
         .await
         .unwrap();
-    let said =
-        String::from_utf8_lossy(&psql.stdout).into_owned() + &String::from_utf8_lossy(&psql.stderr);
-    assert!(psql.status.success(), "{said}");
     assert!(said.starts_with("t|TLSv1."), "{said}");
-    // Clients without TLS are still let in (`host` rules): the rules become `hostssl` once
-    // every client here speaks TLS.
-    assert!(connect(&new, &host, port).await.is_some());
+    let clear = psql(&new, &host, port, None, "SELECT 1").await.unwrap_err();
+    assert!(clear.contains("no encryption"), "{clear}");
+
+    // Replicas stream over TLS, logged in by their client certificate.
+    let session = connect(&new, &host, port).await.unwrap();
+    let superuser = Target::rw(&cluster, &client, "shop", "orders", "superuser").await;
+    let replication = "SELECT count(*) FILTER (WHERE s.ssl AND s.client_dn = '/CN=streaming_replica'), \
+         count(*) FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)";
+    let streams = psql(&superuser, &host, port, Some(&app_ca), replication).await;
+    assert_eq!(
+        streams.unwrap(),
+        "1|1",
+        "streams over TLS with a certificate | streams"
+    );
+
+    // The user renews the certificate with a new CA: new connections get it, Postgres keeps
+    // running (reloaded, not restarted), and the operator never writes the user's Secret.
+    let second = Certificate::new();
+    let renewed = secrets
+        .replace("orders-tls", &PostParams::default(), &{
+            let mut secret = second.secret();
+            secret.metadata.resource_version = secrets
+                .get("orders-tls")
+                .await
+                .unwrap()
+                .metadata
+                .resource_version;
+            secret
+        })
+        .await
+        .unwrap();
+    let renewed_at = std::time::Instant::now();
+    eventually(
+        Duration::from_secs(30),
+        "the renewed certificate served",
+        || {
+            let served = psql(&new, &host, port, Some(&second.ca), SSL_IN_USE);
+            async { served.await.ok() }
+        },
+    )
+    .await;
+    println!(
+        "renewed certificate served after {:?}",
+        renewed_at.elapsed()
+    );
+    assert!(
+        psql(&new, &host, port, Some(&first.ca), SSL_IN_USE)
+            .await
+            .is_err()
+    );
+    assert_eq!(started(session).await, postmaster, "Postgres restarted");
+    let streams = psql(&superuser, &host, port, Some(&second.ca), replication).await;
+    assert_eq!(streams.unwrap(), "1|1", "replication after the renewal");
+    let user_secret = secrets.get("orders-tls").await.unwrap();
+    assert_eq!(
+        user_secret.metadata.resource_version, renewed.metadata.resource_version,
+        "the operator wrote the user's Secret"
+    );
 
     // No password in any log of the run, any Event, or any object's status.
     let mut passwords = vec![
@@ -266,6 +314,100 @@ async fn least_privilege_password_rotation_and_no_password_in_logs_events_or_sta
                 !text.contains(password.as_str()),
                 "{name}'s password in:\n{text}"
             );
+        }
+    }
+}
+
+const SSL_IN_USE: &str = "SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
+
+/// `query`'s rows through psql as `target`'s user at `host:port`: with `ca`, verifying the
+/// server as `orders-rw.shop.svc` (`sslmode=verify-full`; the local cluster has no DNS, so
+/// `hostaddr` gives the address); without, with no TLS at all. Err: psql's message.
+async fn psql(
+    target: &Target,
+    host: &str,
+    port: u16,
+    ca: Option<&str>,
+    query: &str,
+) -> Result<String, String> {
+    let dir = tempfile::tempdir().unwrap();
+    let ssl = match ca {
+        Some(ca) => {
+            let file = dir.path().join("ca.crt");
+            std::fs::write(&file, ca).unwrap();
+            format!("sslmode=verify-full sslrootcert={}", file.display())
+        }
+        None => "sslmode=disable".to_string(),
+    };
+    let conninfo = format!(
+        "host=orders-rw.shop.svc hostaddr={host} port={port} user={} dbname={} {ssl} \
+         connect_timeout=5",
+        target.user, target.dbname,
+    );
+    let out = tokio::process::Command::new("psql")
+        .arg(&conninfo)
+        .args(["-tAc", query])
+        .env("PGPASSWORD", &target.password)
+        .output()
+        .await
+        .unwrap();
+    match out.status.success() {
+        true => Ok(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
+    }
+}
+
+/// A CA and a server certificate signed by it for the Services of `orders` in `shop`, as a
+/// user (or cert-manager) makes them.
+struct Certificate {
+    ca: String,
+    cert: String,
+    key: String,
+}
+
+impl Certificate {
+    fn new() -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::default();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // OpenSSL takes a certificate whose subject is its issuer's for a self-signed one.
+        ca.distinguished_name
+            .push(DnType::CommonName, "a user's CA for orders");
+        let ca_cert = ca.clone().self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let names = pgha::plan::tls::server_names("orders", "shop");
+        let mut params = CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "orders-rw");
+        let cert = params.signed_by(&key, &Issuer::new(ca, &ca_key)).unwrap();
+        Self {
+            ca: ca_cert.pem(),
+            cert: cert.pem(),
+            key: key.serialize_pem(),
+        }
+    }
+
+    /// The Secret cert-manager would write: `tls.crt`, `tls.key`, `ca.crt`.
+    fn secret(&self) -> Secret {
+        let data = [
+            ("tls.crt", &self.cert),
+            ("tls.key", &self.key),
+            ("ca.crt", &self.ca),
+        ];
+        Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some("orders-tls".into()),
+                ..Default::default()
+            },
+            type_: Some("kubernetes.io/tls".into()),
+            string_data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            ..Default::default()
         }
     }
 }

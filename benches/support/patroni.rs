@@ -267,6 +267,7 @@ impl Patroni {
             user: "postgres".into(),
             password: PASSWORD.into(),
             dbname: "postgres".into(),
+            tls: None,
         }
     }
 

@@ -58,14 +58,18 @@ impl Agent {
     pub(super) async fn clone_from(&self, primary: &Endpoint) -> Result<()> {
         files::ensure_dir(&self.settings.run_dir, 0o700, self.settings.run_as.as_ref())?;
         conf::write_passfile(&self.settings, self.credentials().replication.expose())?;
+        self.install_mounted_tls()?;
         let slot = slot_name(&self.settings.name);
         let slot_exists = self.slot_exists(primary, &slot).await?;
         let building = self.building_dir()?;
         let mut cmd = pgbin::command(&self.settings, "pg_basebackup");
         cmd.arg("--pgdata")
             .arg(&building)
-            .args(["--host", &primary.host, "--port", &primary.port.to_string()])
-            .args(["--username", names::REPLICATION_USER, "--no-password"])
+            .args([
+                "--dbname",
+                &conf::upstream_conninfo(&self.settings, primary, None),
+            ])
+            .arg("--no-password")
             .args(["--wal-method=stream", "--checkpoint=fast", "--slot", &slot]);
         if !slot_exists {
             cmd.arg("--create-slot");
@@ -75,8 +79,12 @@ impl Agent {
     }
 
     async fn slot_exists(&self, primary: &Endpoint, slot: &str) -> Result<bool> {
-        let client =
-            sql::connect_replication(primary, self.credentials().replication.expose()).await?;
+        let client = sql::connect_replication(
+            &self.settings,
+            primary,
+            self.credentials().replication.expose(),
+        )
+        .await?;
         let row = client
             .query_opt(
                 "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",

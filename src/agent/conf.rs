@@ -7,6 +7,7 @@ use super::settings::Settings;
 use super::{files, pgbin};
 use crate::plan::agent::{Endpoint, PostgresConfig};
 use crate::plan::config::{self, InstanceSettings, TlsFiles, Upstream};
+use crate::plan::tls::Material;
 
 /// The rendered files, checked before anything is written.
 pub struct Rendered {
@@ -15,10 +16,10 @@ pub struct Rendered {
 }
 
 /// Checks the user's part; an owned parameter or a bad rule is an error naming it.
-pub fn render(config: &PostgresConfig) -> Result<Rendered> {
+pub fn render(settings: &Settings, config: &PostgresConfig) -> Result<Rendered> {
     Ok(Rendered {
         user: config::render_conf(&config::parameters(&config.parameters)?),
-        hba: config::render_hba(&config.pg_hba)?,
+        hba: config::render_hba(&config.pg_hba, tls_files(settings).is_some())?,
     })
 }
 
@@ -28,41 +29,56 @@ const WRITTEN: &str = "pgha-config.json";
 /// Where `check` stages the files: in the socket directory, which only Postgres's user reads.
 const STAGE: &str = "config-check";
 
-/// Copies the mounted server certificate where Postgres reads it: its key must belong to
-/// Postgres's user and be readable by it alone. Run before each start (a renewed certificate
-/// reaches the mount with the pod's next start).
-pub fn install_tls(settings: &Settings) -> Result<()> {
-    let Some(mounted) = settings.tls_dir.as_ref() else {
-        return Ok(());
-    };
-    if !TLS_FILES.iter().all(|n| mounted.join(n).exists()) {
-        return Ok(());
-    }
+/// The certificates as mounted (the pod's start); None until every Secret is there.
+pub fn mounted_tls(settings: &Settings) -> Option<Material> {
+    let tls = settings.tls.as_ref()?;
+    Material::read(&tls.sources, |secret, key| {
+        std::fs::read_to_string(tls.dir.join(secret).join(key)).ok()
+    })
+}
+
+/// Writes the certificates where Postgres reads them: the keys must belong to Postgres's user
+/// and be readable by it alone.
+pub fn install_tls(settings: &Settings, material: &Material) -> Result<()> {
     let dir = settings.run_dir.join("tls");
     let owner = settings.run_as.as_ref();
     files::ensure_dir(&dir, 0o700, owner)?;
-    for name in TLS_FILES {
-        let from = mounted.join(name);
-        let text = std::fs::read_to_string(&from).map_err(AgentError::io("reading", &from))?;
-        files::write(&dir.join(name), &text, 0o600, owner)?;
+    for (name, text) in Material::FILES.iter().zip(material.contents()) {
+        files::write(&dir.join(name), text, 0o600, owner)?;
     }
     Ok(())
 }
 
-const TLS_FILES: [&str; 3] = ["tls.crt", "tls.key", "ca.crt"];
-
-/// The installed server certificate; None without one (Postgres then serves no TLS).
-fn tls_files(settings: &Settings) -> Option<TlsFiles> {
+/// The installed certificates; None without them (Postgres then serves no TLS).
+pub fn tls_files(settings: &Settings) -> Option<TlsFiles> {
+    let tls = settings.tls.as_ref()?;
     let dir = settings.run_dir.join("tls");
-    if !TLS_FILES.iter().all(|n| dir.join(n).exists()) {
+    if !Material::FILES.iter().all(|n| dir.join(n).exists()) {
         return None;
     }
-    let path = |name: &str| dir.join(name).display().to_string();
-    Some(TlsFiles {
-        cert: path("tls.crt"),
-        key: path("tls.key"),
-        ca: path("ca.crt"),
-    })
+    Some(TlsFiles::in_dir(
+        &dir.display().to_string(),
+        &tls.verify_name,
+    ))
+}
+
+/// How the replication role reaches `primary` (`dbname` for a database connection): by its
+/// certificate once installed, else by the password file.
+pub fn upstream_conninfo(settings: &Settings, primary: &Endpoint, dbname: Option<&str>) -> String {
+    config::replication_conninfo(
+        &upstream(settings, primary),
+        tls_files(settings).as_ref(),
+        dbname,
+        None,
+    )
+}
+
+fn upstream(settings: &Settings, primary: &Endpoint) -> Upstream {
+    Upstream {
+        host: primary.host.clone(),
+        port: primary.port,
+        passfile: settings.passfile().display().to_string(),
+    }
 }
 
 /// The configuration files, by name.
@@ -79,11 +95,7 @@ fn files(
         port: settings.port,
         socket_dir: settings.run_dir.display().to_string(),
         synchronous_standby_names: config.synchronous_standby_names.clone(),
-        upstream: upstream.map(|e| Upstream {
-            host: e.host.clone(),
-            port: e.port,
-            passfile: settings.passfile().display().to_string(),
-        }),
+        upstream: upstream.map(|e| self::upstream(settings, e)),
         archive: settings.archive.clone(),
         tls,
     };
@@ -128,7 +140,13 @@ pub fn write_operator_files(
     config: &PostgresConfig,
     upstream: Option<&Endpoint>,
 ) -> Result<()> {
-    write_files(settings, config, &render(config)?, upstream, false)
+    write_files(
+        settings,
+        config,
+        &render(settings, config)?,
+        upstream,
+        false,
+    )
 }
 
 fn write_files(

@@ -2,6 +2,7 @@
 //! with the pod's ServiceAccount, and what it observes goes to that PgInstance's status —
 //! server-side applied under its own field manager, and only when it changed.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -22,6 +23,7 @@ use crate::api::instance::InstanceBackup;
 use crate::k8s::apply_status;
 use crate::plan::agent::{Endpoint, Orders};
 use crate::plan::names::{self, SecretKind};
+use crate::plan::tls::{Material, Sources};
 
 /// The field manager of what the agent writes.
 pub const FIELD_MANAGER: &str = "pgha-agent";
@@ -110,50 +112,49 @@ impl ApiOrders {
     }
 }
 
-/// The passwords in the cluster's `-superuser` and `-app` Secrets, kept current by a watch of
-/// each (the instance's Role names exactly these two), so that a password changed there is
-/// set in Postgres without a restart. The mounted copies are read once, at the pod's start.
-pub struct PasswordWatch {
-    /// Secret name → its `password`.
-    passwords: Arc<Mutex<std::collections::BTreeMap<String, String>>>,
+/// The cluster's `-superuser` and `-app` Secrets and the instance's certificate Secrets, kept
+/// current by a watch of each (the instance's Role names exactly these), so that a password
+/// or certificate changed there reaches Postgres without a restart. The mounted copies are
+/// read at the pod's start.
+pub struct SecretWatch {
+    seen: Arc<Mutex<SeenSecrets>>,
     superuser: String,
     app: String,
+    tls: Option<Sources>,
     watches: Vec<JoinHandle<()>>,
 }
 
-impl Drop for PasswordWatch {
+/// Secret name → its data.
+type SeenSecrets = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
+
+impl Drop for SecretWatch {
     fn drop(&mut self) {
         self.watches.iter().for_each(JoinHandle::abort);
     }
 }
 
-impl PasswordWatch {
-    pub fn start(client: Client, namespace: &str, cluster: &str) -> Self {
-        let passwords: Arc<Mutex<std::collections::BTreeMap<String, String>>> = Arc::default();
+impl SecretWatch {
+    pub fn start(client: Client, namespace: &str, cluster: &str, tls: Option<Sources>) -> Self {
+        let seen: Arc<Mutex<SeenSecrets>> = Arc::default();
         let superuser = names::secret(cluster, SecretKind::Superuser);
         let app = names::secret(cluster, SecretKind::App);
-        let watches = [&superuser, &app]
+        let mut watched = vec![superuser.clone(), app.clone()];
+        watched.extend(tls.iter().flat_map(Sources::names));
+        let watches = watched
             .into_iter()
             .map(|name| {
                 let api: Api<KubeSecret> = Api::namespaced(client.clone(), namespace);
                 let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-                let passwords = passwords.clone();
-                let name = name.clone();
+                let seen = seen.clone();
                 let events = watcher(api, config)
                     .default_backoff()
                     .applied_objects()
                     .for_each(move |secret| {
-                        // Read as the mounted copy is: without a trailing line break, and
-                        // never empty.
-                        let password = secret.ok().and_then(|s| {
-                            let bytes = s.data?.remove("password")?;
-                            let text = String::from_utf8(bytes.0).ok()?;
-                            let text = text.trim_end_matches(['\n', '\r']);
-                            (!text.is_empty()).then(|| text.to_string())
-                        });
-                        if let Some(password) = password {
-                            let mut known = passwords.lock().unwrap_or_else(|e| e.into_inner());
-                            known.insert(name.clone(), password);
+                        if let Ok(secret) = secret {
+                            let data = secret.data.unwrap_or_default();
+                            let data = data.into_iter().map(|(k, v)| (k, v.0)).collect();
+                            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                            seen.insert(name.clone(), data);
                         }
                         async {}
                     });
@@ -161,20 +162,36 @@ impl PasswordWatch {
             })
             .collect();
         Self {
-            passwords,
+            seen,
             superuser,
             app,
+            tls,
             watches,
         }
     }
 
+    fn text(&self, secret: &str, key: &str) -> Option<String> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let bytes = seen.get(secret)?.get(key)?;
+        String::from_utf8(bytes.clone()).ok()
+    }
+
+    /// A Secret's password as the mounted copy is read: without a trailing line break, and
+    /// never empty.
+    fn password(&self, secret: &str) -> Option<String> {
+        let text = self.text(secret, "password")?;
+        let text = text.trim_end_matches(['\n', '\r']);
+        (!text.is_empty()).then(|| text.to_string())
+    }
+
     /// The superuser's and the application's passwords, once the watch has seen them.
-    pub fn current(&self) -> (Option<String>, Option<String>) {
-        let known = self.passwords.lock().unwrap_or_else(|e| e.into_inner());
-        (
-            known.get(&self.superuser).cloned(),
-            known.get(&self.app).cloned(),
-        )
+    pub fn passwords(&self) -> (Option<String>, Option<String>) {
+        (self.password(&self.superuser), self.password(&self.app))
+    }
+
+    /// The certificates, once the watch has seen every Secret they are in.
+    pub fn tls(&self) -> Option<Material> {
+        Material::read(self.tls.as_ref()?, |secret, key| self.text(secret, key))
     }
 }
 

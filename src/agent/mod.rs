@@ -86,6 +86,8 @@ struct State {
     passwords_set: Option<Credentials>,
     /// When a password was last set, for the status.
     passwords_set_at: Option<Timestamp>,
+    /// The certificates installed where Postgres reads them.
+    tls: Option<crate::plan::tls::Material>,
 }
 
 /// Whether Postgres runs on the ordered configuration, for the `ConfigInvalid` condition.
@@ -130,6 +132,7 @@ impl Agent {
                 config_since: Timestamp::now(),
                 passwords_set: None,
                 passwords_set_at: None,
+                tls: None,
             }),
         }
     }
@@ -247,6 +250,47 @@ impl Agent {
         }
     }
 
+    /// Installs the mounted certificates if none are installed yet: before the first start or
+    /// clone (later changes come from the watch, `sync_tls`).
+    fn install_mounted_tls(&self) -> Result<()> {
+        if self.lock().tls.is_some() {
+            return Ok(());
+        }
+        if let Some(material) = conf::mounted_tls(&self.settings) {
+            conf::install_tls(&self.settings, &material)?;
+            self.lock().tls = Some(material);
+        }
+        Ok(())
+    }
+
+    /// The certificates in the cluster's Secrets now (from the watch; None: not all seen).
+    /// Changed ones are installed and Postgres reloads them without a restart: new
+    /// connections, and a replica's next connection to its primary, use them.
+    pub async fn sync_tls(&self, watched: Option<crate::plan::tls::Material>) {
+        let changed = |state: &State| watched.is_some() && state.tls != watched;
+        if !changed(&self.lock()) {
+            return;
+        }
+        let _op = self.ops.lock().await;
+        let Some(material) = watched.as_ref().filter(|_| changed(&self.lock())) else {
+            return;
+        };
+        let installed = async {
+            conf::install_tls(&self.settings, material)?;
+            self.lock().tls = Some(material.clone());
+            if self.postmaster.pid().is_none() {
+                return Ok(());
+            }
+            // The first certificates also change the files (ssl, hostssl rules).
+            let config = self.lock().config.clone();
+            self.apply_config_locked(config).await.map(drop)
+        };
+        match installed.await {
+            Ok(()) => tracing::info!("certificates installed from the cluster's Secrets"),
+            Err(e) => tracing::warn!(error = %e, "certificates not installed; retrying"),
+        }
+    }
+
     pub fn is_fenced(&self) -> bool {
         self.postmaster.status().fenced
     }
@@ -298,7 +342,7 @@ impl Agent {
     }
 
     async fn apply_config_locked(&self, config: PostgresConfig) -> Result<ConfigApplied> {
-        let rendered = conf::render(&config)?;
+        let rendered = conf::render(&self.settings, &config)?;
         let (desired, previous) = {
             let state = self.lock();
             (state.desired.clone(), state.config.clone())
@@ -323,7 +367,7 @@ impl Agent {
             conf::write(
                 &self.settings,
                 &previous,
-                &conf::render(&previous)?,
+                &conf::render(&self.settings, &previous)?,
                 upstream,
             )?;
             return Err(self.reject(config, why));
@@ -509,7 +553,7 @@ impl Agent {
             pg_hba,
             ..ordered.clone()
         };
-        let rendered = conf::render(&candidate)?;
+        let rendered = conf::render(&self.settings, &candidate)?;
         let why = match conf::check(&self.settings, &candidate, &rendered, upstream).await {
             Ok(()) => return Ok(Some(candidate)),
             Err(AgentError::ConfigInvalid(why)) => why,
@@ -531,14 +575,14 @@ impl Agent {
         };
         files::ensure_dir(&self.settings.run_dir, 0o700, self.settings.run_as.as_ref())?;
         conf::write_passfile(&self.settings, self.credentials().replication.expose())?;
-        conf::install_tls(&self.settings)?;
+        self.install_mounted_tls()?;
         let upstream = desired.upstream();
         let config = match self.loadable(config.clone(), upstream).await? {
             Some(loadable) => {
                 conf::write(
                     &self.settings,
                     &loadable,
-                    &conf::render(&loadable)?,
+                    &conf::render(&self.settings, &loadable)?,
                     upstream,
                 )?;
                 self.lock().config = loadable.clone();

@@ -67,7 +67,7 @@ pub async fn restore(
         std::fs::read_to_string(&auto).map_err(AgentError::io("reading", &auto))?;
     let mut replaying = settings.clone();
     replaying.data_dir = into.to_path_buf();
-    conf::write(&replaying, config, &conf::render(config)?, None)?;
+    conf::write(&replaying, config, &conf::render(&replaying, config)?, None)?;
     files::write(&auto, &recovery_settings, 0o600, settings.run_as.as_ref())?;
     let mut server = Server::start(&replaying)?;
     let replayed = server.wait_promoted().await;

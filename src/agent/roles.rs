@@ -59,7 +59,12 @@ impl Agent {
         }
         self.lock().desired = Desired::Primary;
         let config = self.lock().config.clone();
-        conf::write(&self.settings, &config, &conf::render(&config)?, None)?;
+        conf::write(
+            &self.settings,
+            &config,
+            &conf::render(&self.settings, &config)?,
+            None,
+        )?;
         // Slots first, so that replicas re-pointed at this primary find theirs at once.
         ensure_slots(&client, &self.settings.name, &config.members).await?;
         reload(&self.settings, &client).await?;
@@ -92,7 +97,7 @@ impl Agent {
             conf::write(
                 &self.settings,
                 &config,
-                &conf::render(&config)?,
+                &conf::render(&self.settings, &config)?,
                 Some(&primary),
             )?;
             self.lock().desired = Desired::Replica(primary);
@@ -139,14 +144,9 @@ impl Agent {
     }
 
     async fn rewind(&self, primary: &Endpoint) -> Result<()> {
-        checkpoint_source(primary, self.credentials().replication.expose()).await?;
-        let source = format!(
-            "host={} port={} user={} dbname=postgres passfile={}",
-            primary.host,
-            primary.port,
-            names::REPLICATION_USER,
-            self.settings.passfile().display()
-        );
+        let password = self.credentials().replication;
+        checkpoint_source(&self.settings, primary, password.expose()).await?;
+        let source = conf::upstream_conninfo(&self.settings, primary, Some("postgres"));
         let mut cmd = pgbin::command(&self.settings, "pg_rewind");
         cmd.arg("--target-pgdata")
             .arg(&self.settings.data_dir)
@@ -232,8 +232,8 @@ impl Agent {
 /// pg_rewind reads the source's timeline from its control file, which a just-promoted primary
 /// updates only at its first checkpoint; before that, pg_rewind wrongly finds "no rewind
 /// required" (fixed in PostgreSQL 16). A checkpoint on the source first makes it right.
-async fn checkpoint_source(primary: &Endpoint, password: &str) -> Result<()> {
-    let client = sql::connect_replication(primary, password).await?;
+async fn checkpoint_source(settings: &Settings, primary: &Endpoint, password: &str) -> Result<()> {
+    let client = sql::connect_replication(settings, primary, password).await?;
     match client.batch_execute("CHECKPOINT").await {
         // Before PostgreSQL 15 there is no pg_checkpoint role; the checkpoint `promote` starts
         // has to do.

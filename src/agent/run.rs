@@ -12,7 +12,7 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use super::backup::Backups;
 use super::error::{AgentError, Result};
-use super::kube::{ApiOrders, Applied, PasswordWatch, StatusWriter};
+use super::kube::{ApiOrders, Applied, SecretWatch, StatusWriter};
 use super::lease::{LeaseKeeper, Wanted};
 use super::{Agent, Desired};
 use crate::plan::agent::{Current, OrderedRole, Orders, Step, next_step};
@@ -98,7 +98,7 @@ pub async fn run(
     orders: OrdersSource,
     status: Option<StatusWriter>,
     keeper: Option<Arc<LeaseKeeper>>,
-    passwords: Option<PasswordWatch>,
+    secrets: Option<SecretWatch>,
 ) -> Result<()> {
     let mut term =
         signal(SignalKind::terminate()).map_err(AgentError::io("listening for", "SIGTERM"))?;
@@ -140,9 +140,10 @@ pub async fn run(
                     tracing::error!(error = %e, "orders unreadable; keeping the current state")
                 }
             }
-            if let Some(watch) = &passwords {
-                let (superuser, app) = watch.current();
+            if let Some(watch) = &secrets {
+                let (superuser, app) = watch.passwords();
                 agent.sync_passwords(superuser, app).await;
+                agent.sync_tls(watch.tls()).await;
             }
             if last_tidy.elapsed() >= Duration::from_secs(10) {
                 last_tidy = std::time::Instant::now();

@@ -52,9 +52,17 @@ pub struct Settings {
     pub archive: Option<ArchiveCommands>,
     /// Where the credentials of a recovery source's object store are mounted.
     pub source_credentials_dir: PathBuf,
-    /// The mounted server certificate (`tls.crt`, `tls.key`, `ca.crt`); Postgres serves TLS
-    /// when it is there.
-    pub tls_dir: Option<PathBuf>,
+    /// Where the certificates come from; Postgres serves TLS once all of them are there.
+    pub tls: Option<TlsSettings>,
+}
+
+/// The Secrets an instance's certificates are in, mounted at `<dir>/<Secret name>`.
+#[derive(Clone, Debug)]
+pub struct TlsSettings {
+    pub dir: PathBuf,
+    pub sources: crate::plan::tls::Sources,
+    /// The name replicas verify their primary's certificate as.
+    pub verify_name: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,9 +1,12 @@
 //! Connections to the local instance: the superuser over the Unix socket, authenticated by
 //! the agent's OS user (peer), so no password is needed or sent.
 
+use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls};
 
 use super::error::{AgentError, Result};
@@ -57,21 +60,48 @@ impl KeptConnection {
     }
 }
 
-/// A connection to another instance's `postgres` database as the replication role.
-pub async fn connect_replication(primary: &Endpoint, password: &str) -> Result<Client> {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host(&primary.host)
+/// A connection to another instance's `postgres` database as the replication role: by its
+/// certificate over TLS verified as the cluster's name once installed, else by password.
+pub async fn connect_replication(
+    settings: &Settings,
+    primary: &Endpoint,
+    password: &str,
+) -> Result<Client> {
+    let mut config = tokio_postgres::Config::new();
+    config
         .port(primary.port)
         .user(names::REPLICATION_USER)
-        .password(password)
         .dbname("postgres")
-        .connect_timeout(Duration::from_secs(5))
-        .connect(NoTls)
-        .await
-        .map_err(AgentError::sql(
-            "connecting to the primary as the replication role",
-        ))?;
-    tokio::spawn(connection);
+        .connect_timeout(Duration::from_secs(5));
+    let what = "connecting to the primary as the replication role";
+    let client = match super::conf::tls_files(settings) {
+        Some(files) => {
+            let read = |path: &str| {
+                std::fs::read_to_string(path).map_err(AgentError::io("reading", Path::new(path)))
+            };
+            let (ca, cert, key) = (
+                read(&files.paths.server_ca)?,
+                read(&files.paths.client_cert)?,
+                read(&files.paths.client_key)?,
+            );
+            let tls = crate::pg::tls(&ca, Some((&cert, &key))).map_err(AgentError::Refused)?;
+            config.ssl_mode(SslMode::Require);
+            match primary.host.parse::<IpAddr>() {
+                Ok(address) => config.host(&files.verify_name).hostaddr(address),
+                Err(_) => config.host(&primary.host),
+            };
+            let (client, connection) = config.connect(tls).await.map_err(AgentError::sql(what))?;
+            tokio::spawn(connection);
+            client
+        }
+        None => {
+            config.host(&primary.host).password(password);
+            let (client, connection) =
+                config.connect(NoTls).await.map_err(AgentError::sql(what))?;
+            tokio::spawn(connection);
+            client
+        }
+    };
     Ok(client)
 }
 

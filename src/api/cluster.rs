@@ -108,6 +108,35 @@ pub struct PgClusterSpec {
     /// How the instances spread over nodes and zones.
     #[serde(default)]
     pub placement: PlacementSpec,
+
+    /// Certificates you bring (for example from cert-manager). Unset: the operator makes a CA
+    /// for the cluster and the server certificate, and renews it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// A server certificate from Secrets you manage; the operator reads them and never writes
+/// them. Replication still authenticates with certificates of the cluster's own CA.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// A Secret in the cluster's namespace with `tls.crt` and `tls.key` (the shape
+    /// cert-manager writes); the certificate must name the `<cluster>-rw` Service, which
+    /// replicas verify their primary as, and should name every Service clients use
+    /// (example: `orders-server-tls`). Postgres reloads it when it changes.
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+        length(max = 253)
+    )]
+    pub server_secret: String,
+    /// A Secret whose `ca.crt` is the CA that signed the server certificate. Unset: the
+    /// server Secret's own `ca.crt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+        length(max = 253)
+    )]
+    pub ca_secret: Option<String>,
 }
 
 /// Where the instances may run.

@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::backup::BackupResult;
-use super::cluster::{PlacementSpec, RecoverySpec, RetentionSpec};
+use super::cluster::{PlacementSpec, RecoverySpec, RetentionSpec, TlsSpec};
 use super::common::{S3Spec, StorageSpec, resources_schema};
 
 /// One Postgres server of a PgCluster. Written by the operator, never by users.
@@ -93,6 +93,9 @@ pub struct PgInstanceSpec {
     /// The cluster's `spec.placement`, for the instance's pods.
     #[serde(default)]
     pub placement: PlacementSpec,
+    /// The cluster's `spec.tls`: where the server certificate comes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
 }
 
 /// A PgBackup assigned to an instance.

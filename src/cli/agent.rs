@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::agent::kube::{ApiOrders, PasswordWatch, StatusWriter};
+use crate::agent::kube::{ApiOrders, SecretWatch, StatusWriter};
 use crate::agent::lease::LeaseKeeper;
 use crate::agent::run::{self, OrdersFile, OrdersSource};
 use crate::agent::settings::ArchiveCommands;
+use crate::agent::settings::TlsSettings;
 use crate::agent::{Agent, Credentials, Endpoint, RunAs, Settings, Timeouts, http, pgbin, stores};
 use crate::plan::agent::Orders;
 use crate::plan::instance;
+use crate::plan::tls::Sources;
 
 #[derive(Args, Debug)]
 pub struct AgentArgs {
@@ -29,10 +31,24 @@ pub struct AgentArgs {
     /// Mounted Secrets: superuser/password, replication/password, app/{username,password,dbname}.
     #[arg(long, default_value = "/etc/pgha/secrets")]
     secrets_dir: PathBuf,
-    /// The mounted server certificate Secret (`tls.crt`, `tls.key`, `ca.crt`): with it,
-    /// Postgres serves TLS.
-    #[arg(long)]
+    /// Where the certificate Secrets are mounted, each at `<dir>/<Secret name>`: with all of
+    /// them, Postgres serves TLS and replicas stream with certificates.
+    #[arg(long, requires_all = ["tls_server_secret", "tls_replication_secret", "tls_verify_name"])]
     tls_dir: Option<PathBuf>,
+    /// The server certificate's Secret (`tls.crt`, `tls.key`, and `ca.crt` unless
+    /// --tls-ca-secret).
+    #[arg(long, requires = "tls_dir")]
+    tls_server_secret: Option<String>,
+    /// The Secret whose `ca.crt` signed the server certificate.
+    #[arg(long, requires = "tls_dir")]
+    tls_ca_secret: Option<String>,
+    /// The replication role's client certificate Secret (`tls.crt`, `tls.key`, `ca.crt`: the
+    /// CA client certificates are verified with).
+    #[arg(long, requires = "tls_dir")]
+    tls_replication_secret: Option<String>,
+    /// The name a replica verifies its primary's certificate as.
+    #[arg(long, requires = "tls_dir")]
+    tls_verify_name: Option<String>,
     /// Orders (role, primary, fenced, config) as JSON or YAML; re-read every second.
     #[arg(
         long,
@@ -101,7 +117,22 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
             .map(archive_commands)
             .transpose()?,
         source_credentials_dir: args.source_credentials_dir,
-        tls_dir: args.tls_dir,
+        tls: match (
+            args.tls_dir,
+            args.tls_server_secret,
+            args.tls_replication_secret,
+        ) {
+            (Some(dir), Some(server), Some(replication)) => Some(TlsSettings {
+                dir,
+                sources: Sources {
+                    server,
+                    server_ca: args.tls_ca_secret,
+                    replication,
+                },
+                verify_name: args.tls_verify_name.unwrap_or_default(),
+            }),
+            _ => None,
+        },
     };
     let credentials = Credentials::from_dir(&args.secrets_dir)?;
     let endpoint = Endpoint {
@@ -110,7 +141,7 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let (orders, status, keeper, passwords) = match args.orders {
+        let (orders, status, keeper, secrets) = match args.orders {
             Some(path) => {
                 let file = OrdersFile {
                     path,
@@ -123,18 +154,19 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
                 let orders = ApiOrders::start(client.clone(), &args.namespace, &settings.name);
                 let orders = orders.await?;
                 let keeper = LeaseKeeper::new(client.clone(), &args.namespace, &settings.name);
-                let passwords = orders
-                    .cluster()
-                    .map(|cluster| PasswordWatch::start(client.clone(), &args.namespace, &cluster));
-                if passwords.is_none() {
-                    tracing::warn!("no PgCluster in the orders: passwords are not watched");
+                let tls = settings.tls.as_ref().map(|t| t.sources.clone());
+                let secrets = orders.cluster().map(|cluster| {
+                    SecretWatch::start(client.clone(), &args.namespace, &cluster, tls)
+                });
+                if secrets.is_none() {
+                    tracing::warn!("no PgCluster in the orders: Secrets are not watched");
                 }
                 let status = StatusWriter::new(client, &args.namespace, &settings.name, endpoint);
                 (
                     OrdersSource::Api(orders),
                     Some(status),
                     Some(keeper),
-                    passwords,
+                    secrets,
                 )
             }
         };
@@ -160,7 +192,7 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         let listener = tokio::net::TcpListener::bind(args.status_addr).await?;
         tokio::spawn(http::serve(agent.clone(), listener));
-        run::run(agent, orders, status, keeper, passwords).await?;
+        run::run(agent, orders, status, keeper, secrets).await?;
         Ok(())
     })
 }

@@ -1,6 +1,8 @@
 //! `pgha psql CLUSTER [--replica]` (`kubectl pgha psql`): the local `psql` against the
 //! cluster's `-rw` (or `-ro`) Service, as the user of its `-app` (or `-superuser`) Secret.
-//! The password goes to psql in its environment, never on a command line or the screen.
+//! The password goes to psql in its environment, never on a command line or the screen. The
+//! server is verified with the CA of the `-app` Secret by the Service's name
+//! (`sslmode=verify-full`).
 
 use std::process::ExitCode;
 
@@ -40,14 +42,38 @@ pub struct PsqlArgs {
 pub fn run(args: PsqlArgs) -> Result<ExitCode, Failure> {
     let target = tokio::runtime::Runtime::new()?.block_on(target(&args))?;
     let mut psql = std::process::Command::new(&args.psql);
+    // The CA goes in a file of our own for psql to read, removed when it exits.
+    let ca_file = match &target.ca {
+        Some(ca) => {
+            let path = std::env::temp_dir().join(format!("pgha-psql-{}.crt", std::process::id()));
+            std::fs::write(&path, ca).map_err(|e| format!("writing {}: {e}", path.display()))?;
+            psql.env("PGSSLROOTCERT", &path);
+            Some(path)
+        }
+        None => None,
+    };
+    match (&ca_file, target.host.parse::<std::net::IpAddr>()) {
+        // An address (the Service's, or a port-forward's): verified as the Service's name.
+        (Some(_), Ok(_)) => psql
+            .env("PGHOST", &target.verify_as)
+            .env("PGHOSTADDR", &target.host)
+            .env("PGSSLMODE", "verify-full"),
+        (Some(_), Err(_)) => psql
+            .env("PGHOST", &target.host)
+            .env("PGSSLMODE", "verify-full"),
+        (None, _) => psql.env("PGHOST", &target.host).env("PGSSLMODE", "require"),
+    };
     psql.args(&args.psql_args)
-        .env("PGHOST", &target.host)
         .env("PGPORT", target.port.to_string())
         .env("PGUSER", &target.user)
         .env("PGDATABASE", &target.dbname)
         .env("PGPASSWORD", &target.password)
         .env("PGAPPNAME", "pgha-psql");
-    let status = psql.status().map_err(|e| {
+    let status = psql.status();
+    if let Some(path) = ca_file {
+        let _ = std::fs::remove_file(path);
+    }
+    let status = status.map_err(|e| {
         format!(
             "running {}: {e} (install the PostgreSQL client, or give --psql)",
             args.psql
@@ -62,6 +88,10 @@ pub fn run(args: PsqlArgs) -> Result<ExitCode, Failure> {
 
 struct Target {
     host: String,
+    /// The Service's qualified name, which the server certificate carries.
+    verify_as: String,
+    /// The CA that signed the server certificate; None for a cluster without one.
+    ca: Option<String>,
     port: u16,
     user: String,
     password: String,
@@ -89,6 +119,16 @@ async fn target(args: &PsqlArgs) -> Result<Target, Failure> {
         args.cluster,
         if args.replica { "ro" } else { "rw" }
     );
+    // The application's Secret carries the CA (a restored cluster may have none: then the
+    // server Secret's).
+    let secrets = Api::<Secret>::namespaced(client.clone(), &namespace);
+    let mut ca = None;
+    for holder in ["app", "server"] {
+        let held = secrets
+            .get_opt(&format!("{}-{holder}", args.cluster))
+            .await?;
+        ca = ca.or_else(|| String::from_utf8(held?.data?.get("ca.crt")?.0.clone()).ok());
+    }
     let (host, port) = match &args.host {
         Some(host) => (host.clone(), args.port.unwrap_or(5432)),
         None => {
@@ -112,6 +152,8 @@ async fn target(args: &PsqlArgs) -> Result<Target, Failure> {
     };
     Ok(Target {
         host,
+        verify_as: format!("{service_name}.{namespace}.svc"),
+        ca,
         port,
         user: value("username")?,
         password: value("password")?,

@@ -65,7 +65,7 @@ pub fn run(args: VerifyArgs) -> Result<(), Box<dyn std::error::Error>> {
         timeouts: Timeouts::default(),
         archive: None,
         source_credentials_dir: args.credentials_dir,
-        tls_dir: None,
+        tls: None,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {

@@ -335,9 +335,19 @@ async fn converge(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action, 
         request_switchover(&ctx, &cluster, &previous, &to, why).await?;
     }
     let mut wanted = children(&valid, &existing, &fresh, &primary, &rolling)?;
-    wanted
-        .secrets
-        .extend(tls::secrets(&cluster, &certificates, Utc::now())?);
+    let certificates = tls::secrets(&cluster, &certificates, Utc::now())?;
+    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let server_ca = tls::server_ca(&secrets_api, &cluster, &certificates).await?;
+    wanted.secrets.extend(certificates);
+    // Applications verify the server with the CA their Secret carries.
+    let app = names::secret(&name, names::SecretKind::App);
+    if let (Some(ca), Some(secret)) = (
+        server_ca,
+        wanted.secrets.iter_mut().find(|s| s.name_any() == app),
+    ) {
+        let data = secret.data.get_or_insert_default();
+        data.insert("ca.crt".into(), k8s_openapi::ByteString(ca.into_bytes()));
+    }
     for secret in &mut wanted.secrets {
         secret.metadata.resource_version = versions.get(&secret.name_any()).cloned().flatten();
     }

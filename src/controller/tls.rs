@@ -77,8 +77,9 @@ fn secret(
     }
 }
 
-/// The CA Secret and the server Secret to apply: what exists, or new ones where none is
-/// usable or the server certificate is due.
+/// The CA Secret, the server Secret (unless the user brings one) and the replication role's
+/// client certificate Secret to apply: what exists, or new ones where none is usable or a
+/// certificate is due.
 pub fn secrets(cluster: &PgCluster, seen: &Seen, now: DateTime<Utc>) -> Result<Vec<Secret>, Error> {
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_default();
@@ -88,8 +89,8 @@ pub fn secrets(cluster: &PgCluster, seen: &Seen, now: DateTime<Utc>) -> Result<V
         let key = KeyPair::from_pem(&text(data, "tls.key")?).ok()?;
         Some((cert, key))
     });
-    let fresh_ca = existing_ca.is_none();
-    let (ca_cert, ca_key) = match existing_ca {
+    let fresh = existing_ca.is_none();
+    let (cert, key) = match existing_ca {
         Some(ca) => ca,
         None => {
             let key = KeyPair::generate()?;
@@ -98,18 +99,72 @@ pub fn secrets(cluster: &PgCluster, seen: &Seen, now: DateTime<Utc>) -> Result<V
             (params.self_signed(&key)?.pem(), key)
         }
     };
-    let ca = secret(
+    let ca_secret = secret(
         cluster,
         ca_name,
         BTreeMap::from([
-            ("tls.crt".to_string(), ca_cert.clone()),
-            ("tls.key".to_string(), ca_key.serialize_pem()),
+            ("tls.crt".to_string(), cert.clone()),
+            ("tls.key".to_string(), key.serialize_pem()),
         ]),
         None,
     );
+    let ca = Ca { cert, key, fresh };
 
-    let wanted = tls::server_names(&name, &namespace);
-    let current = seen.get(&server_name).and_then(|(data, annotations)| {
+    let mut out = vec![ca_secret];
+    if cluster.spec.tls.is_none() {
+        let wanted = tls::server_names(&name, &namespace);
+        out.push(leaf(
+            cluster,
+            seen,
+            server_name,
+            wanted,
+            Leaf::Server,
+            &ca,
+            now,
+        )?);
+    }
+    let client = vec![names::REPLICATION_USER.to_string()];
+    let replication = tls::replication_secret(&name);
+    out.push(leaf(
+        cluster,
+        seen,
+        replication,
+        client,
+        Leaf::Client,
+        &ca,
+        now,
+    )?);
+    Ok(out)
+}
+
+/// The CA a leaf certificate is signed with.
+struct Ca {
+    cert: String,
+    key: KeyPair,
+    /// Made in this reconcile: every leaf is then made again.
+    fresh: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Leaf {
+    /// Names the Services; Postgres serves it.
+    Server,
+    /// Names a role (its common name); a client logs in with it.
+    Client,
+}
+
+/// The Secret of a certificate for `wanted` names: the one seen while it is valid for them
+/// and signed by `ca`, else a new one.
+fn leaf(
+    cluster: &PgCluster,
+    seen: &Seen,
+    secret_name: String,
+    wanted: Vec<String>,
+    kind: Leaf,
+    ca: &Ca,
+    now: DateTime<Utc>,
+) -> Result<Secret, Error> {
+    let current = seen.get(&secret_name).and_then(|(data, annotations)| {
         let issued = Issued::from_annotations(
             annotations.get(NAMES_ANNOTATION).map(String::as_str),
             annotations.get(NOT_AFTER_ANNOTATION).map(String::as_str),
@@ -122,13 +177,17 @@ pub fn secrets(cluster: &PgCluster, seen: &Seen, now: DateTime<Utc>) -> Result<V
         Some((issued, data?))
     });
     let kept = current.filter(|(issued, data)| {
-        !fresh_ca && !tls::due(now, Some(issued), &wanted) && data["ca.crt"] == ca_cert
+        !ca.fresh && !tls::due(now, Some(issued), &wanted) && data["ca.crt"] == ca.cert
     });
     let (issued, data) = match kept {
         Some(kept) => kept,
         None => {
             let key = KeyPair::generate()?;
-            let mut params = CertificateParams::new(wanted.clone())?;
+            let mut params = match kind {
+                Leaf::Server => CertificateParams::new(wanted.clone())?,
+                Leaf::Client => CertificateParams::default(),
+            };
+            // Postgres maps a client certificate to a role by its common name.
             params
                 .distinguished_name
                 .push(DnType::CommonName, wanted[0].clone());
@@ -136,10 +195,13 @@ pub fn secrets(cluster: &PgCluster, seen: &Seen, now: DateTime<Utc>) -> Result<V
                 KeyUsagePurpose::DigitalSignature,
                 KeyUsagePurpose::KeyEncipherment,
             ];
-            params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+            params.extended_key_usages = vec![match kind {
+                Leaf::Server => ExtendedKeyUsagePurpose::ServerAuth,
+                Leaf::Client => ExtendedKeyUsagePurpose::ClientAuth,
+            }];
             let not_after = now + tls::SERVER_VALID;
             validity(&mut params, now, not_after);
-            let issuer = Issuer::new(ca_params(cluster), &ca_key);
+            let issuer = Issuer::new(ca_params(cluster), &ca.key);
             let cert = params.signed_by(&key, &issuer)?;
             let issued = Issued {
                 names: wanted,
@@ -148,7 +210,7 @@ pub fn secrets(cluster: &PgCluster, seen: &Seen, now: DateTime<Utc>) -> Result<V
             let data = BTreeMap::from([
                 ("tls.crt".to_string(), cert.pem()),
                 ("tls.key".to_string(), key.serialize_pem()),
-                ("ca.crt".to_string(), ca_cert.clone()),
+                ("ca.crt".to_string(), ca.cert.clone()),
             ]);
             (issued, data)
         }
@@ -160,8 +222,23 @@ pub fn secrets(cluster: &PgCluster, seen: &Seen, now: DateTime<Utc>) -> Result<V
             issued.not_after.to_rfc3339(),
         ),
     ]);
-    let server = secret(cluster, server_name, data, Some(annotations));
-    Ok(vec![ca, server])
+    Ok(secret(cluster, secret_name, data, Some(annotations)))
+}
+
+/// The CA clients verify the server with: the one in the server Secret made here, or the
+/// `ca.crt` of the Secret the user names; None while that Secret is missing.
+pub async fn server_ca(
+    secrets: &kube::Api<Secret>,
+    cluster: &PgCluster,
+    made: &[Secret],
+) -> Result<Option<String>, Error> {
+    let sources = tls::Sources::of(&cluster.name_any(), cluster.spec.tls.as_ref());
+    let from = sources.server_ca.unwrap_or(sources.server);
+    let data = match made.iter().find(|s| s.name_any() == from) {
+        Some(secret) => secret.data.clone(),
+        None => secrets.get_opt(&from).await?.and_then(|s| s.data),
+    };
+    Ok(data.as_ref().and_then(|d| text(d, "ca.crt")))
 }
 
 /// The start of `at`'s day: when a certificate made with `validity` ends.
@@ -194,7 +271,10 @@ mod tests {
         let now = Utc::now();
         let first = secrets(&cluster, &Seen::new(), now).unwrap();
         let names: Vec<String> = first.iter().map(|s| s.name_any()).collect();
-        assert_eq!(names, ["orders-ca", "orders-server"]);
+        assert_eq!(
+            names,
+            ["orders-ca", "orders-server", "orders-replication-tls"]
+        );
         let again = secrets(&cluster, &seen(&first), now).unwrap();
         assert_eq!(again, first, "nothing rewritten while valid");
         let late = now + tls::SERVER_VALID;
@@ -203,5 +283,18 @@ mod tests {
         assert_ne!(renewed[1].data, first[1].data, "a new server certificate");
         let server = renewed[1].data.as_ref().unwrap();
         assert_eq!(server["ca.crt"], first[0].data.as_ref().unwrap()["tls.crt"]);
+        let client = &renewed[2];
+        assert_ne!(client.data, first[2].data, "a new client certificate");
+        let annotations = client.metadata.annotations.as_ref().unwrap();
+        assert_eq!(annotations[NAMES_ANNOTATION], "streaming_replica");
+    }
+
+    #[test]
+    fn a_server_certificate_brought_by_the_user_is_not_made() {
+        let spec = serde_json::json!({"tls": {"serverSecret": "orders-cert-manager"}});
+        let cluster = fixtures::cluster("orders", spec);
+        let made = secrets(&cluster, &Seen::new(), Utc::now()).unwrap();
+        let names: Vec<String> = made.iter().map(|s| s.name_any()).collect();
+        assert_eq!(names, ["orders-ca", "orders-replication-tls"]);
     }
 }

@@ -18,7 +18,7 @@ use crate::api::{PgInstance, PgInstanceSpec};
 use crate::plan::agent::{Endpoint, OrderedRole, PostgresConfig};
 use crate::plan::names::{self, SecretKind, ServiceKind};
 use crate::plan::validation::ValidCluster;
-use crate::plan::{config, lease};
+use crate::plan::{config, lease, tls};
 
 /// Why the children of a cluster cannot be computed.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -187,6 +187,7 @@ fn instances(
                         .flatten(),
                     backup: None,
                     placement: spec.placement,
+                    tls: spec.tls.clone(),
                 },
                 status: None,
             }
@@ -339,7 +340,7 @@ fn credentials(
         data.insert(
             "uri".into(),
             format!(
-                "postgresql://{user}:{}@{host}:{port}/{database}",
+                "postgresql://{user}:{}@{host}:{port}/{database}?sslmode=verify-full",
                 percent_encode(password)
             ),
         );
@@ -374,13 +375,14 @@ fn identity(valid: &ValidCluster<'_>, owner: &OwnerReference, instance: &str) ->
         ..PolicyRule::default()
     };
     // Its own PgInstance only (a list or watch must then select it by metadata.name), the
-    // cluster's primary Lease, which it may renew but never create or delete, and the two
-    // Secrets whose passwords it sets when they change (never the replication Secret, nor
-    // any other).
-    let secrets: Vec<String> = [SecretKind::Superuser, SecretKind::App]
+    // cluster's primary Lease, which it may renew but never create or delete, the two
+    // Secrets whose passwords it sets when they change and the certificates it reloads when
+    // they change (never the replication password Secret, the CA's key, nor any other).
+    let mut secrets: Vec<String> = [SecretKind::Superuser, SecretKind::App]
         .iter()
         .map(|kind| names::secret(valid.name, *kind))
         .collect();
+    secrets.extend(tls::Sources::of(valid.name, valid.cluster.spec.tls.as_ref()).names());
     let rules = vec![
         PolicyRule {
             api_groups: Some(vec![String::new()]),
@@ -683,7 +685,7 @@ mod tests {
         assert_eq!(secret_value(&out, "orders-app", "host"), "orders-rw.shop");
         assert_eq!(
             secret_value(&out, "orders-app", "uri"),
-            "postgresql://clerk:app-new@orders-rw.shop:5432/shop"
+            "postgresql://clerk:app-new@orders-rw.shop:5432/shop?sslmode=verify-full"
         );
     }
 
@@ -704,7 +706,7 @@ mod tests {
         assert_eq!(secret_value(&out, "orders-app", "password"), "p@ss word");
         assert_eq!(
             secret_value(&out, "orders-app", "uri"),
-            "postgresql://app:p%40ss%20word@orders-rw.shop:5432/app"
+            "postgresql://app:p%40ss%20word@orders-rw.shop:5432/app?sslmode=verify-full"
         );
         assert_eq!(secret_value(&out, "orders-superuser", "password"), "kept");
         // The replication Secret does not exist yet, so it is the only one with a new password.
@@ -777,13 +779,13 @@ mod tests {
             .unwrap();
         let replication = hba
             .iter()
-            .position(|l| l.starts_with("host replication streaming_replica"))
+            .position(|l| l.starts_with("hostssl replication streaming_replica"))
             .unwrap();
         assert!(
             replication < user_rule,
             "no user rule can shadow replication"
         );
-        assert_eq!(hba.last(), Some(&"host all all all scram-sha-256"));
+        assert_eq!(hba.last(), Some(&"hostssl all all all scram-sha-256"));
         assert_eq!(
             data["operator.conf"],
             "synchronous_standby_names = 'ANY 1 (\"orders-1\", \"orders-2\", \"orders-3\")'\n"

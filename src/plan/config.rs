@@ -152,16 +152,22 @@ pub fn render_ident(os_user: &str) -> String {
 
 /// `pg_hba.conf`: the agent's local superuser and the replication role first (so no user rule
 /// can lock them out), then the user's rules, then password authentication for everyone else.
-pub fn render_hba(rules: &[String]) -> Result<String, ConfigError> {
+/// With `tls`, the replication role logs in with its certificate and passwords only over TLS
+/// (a client without it matches no rule and is refused).
+pub fn render_hba(rules: &[String], tls: bool) -> Result<String, ConfigError> {
     let mut out = String::from("# Managed by pgha: edit spec.postgresql.pgHba instead.\n");
     out.push_str(&format!(
         "local all {} peer map={AGENT_IDENT_MAP}\n",
         names::SUPERUSER
     ));
-    out.push_str(&format!(
-        "host replication {} all scram-sha-256\n",
-        names::REPLICATION_USER
-    ));
+    let repl = names::REPLICATION_USER;
+    match tls {
+        // Streaming, and the slot lookup and pg_rewind's connection to a database.
+        true => out.push_str(&format!(
+            "hostssl replication {repl} all cert\nhostssl all {repl} all cert\n"
+        )),
+        false => out.push_str(&format!("host replication {repl} all scram-sha-256\n")),
+    }
     for (index, line) in rules.iter().enumerate() {
         if !is_hba_rule(line) {
             return Err(ConfigError::HbaLine {
@@ -172,7 +178,8 @@ pub fn render_hba(rules: &[String]) -> Result<String, ConfigError> {
         out.push_str(line.trim());
         out.push('\n');
     }
-    out.push_str("host all all all scram-sha-256\n");
+    let host = if tls { "hostssl" } else { "host" };
+    out.push_str(&format!("{host} all all all scram-sha-256\n"));
     Ok(out)
 }
 
@@ -217,12 +224,69 @@ pub struct InstanceSettings {
     pub tls: Option<TlsFiles>,
 }
 
-/// The server certificate, its key and the CA, where Postgres reads them.
+/// Where an instance's TLS files are, and the name it verifies its primary's certificate as.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TlsFiles {
-    pub cert: String,
-    pub key: String,
-    pub ca: String,
+    /// Each part's path.
+    pub paths: crate::plan::tls::Material,
+    pub verify_name: String,
+}
+
+impl TlsFiles {
+    /// The files of `plan::tls::Material::FILES` in `dir`.
+    pub fn in_dir(dir: &str, verify_name: &str) -> Self {
+        let paths = crate::plan::tls::Material::FILES.map(|file| format!("{dir}/{file}"));
+        Self {
+            paths: crate::plan::tls::Material::from_parts(paths),
+            verify_name: verify_name.to_string(),
+        }
+    }
+}
+
+/// How the replication role reaches `upstream`: with TLS by its certificate, verifying the
+/// server as `verify_name` (the address then goes in `hostaddr`); without, by the password
+/// file. `dbname` for a connection to a database rather than the replication protocol.
+pub fn replication_conninfo(
+    upstream: &Upstream,
+    tls: Option<&TlsFiles>,
+    dbname: Option<&str>,
+    application_name: Option<&str>,
+) -> String {
+    let port = upstream.port.to_string();
+    let mut fields: Vec<(&str, &str)> = Vec::new();
+    match tls {
+        Some(tls) => {
+            let address = upstream.host.parse::<std::net::IpAddr>().is_ok();
+            match address {
+                true => fields.extend([
+                    ("host", tls.verify_name.as_str()),
+                    ("hostaddr", upstream.host.as_str()),
+                ]),
+                false => fields.push(("host", upstream.host.as_str())),
+            }
+            fields.extend([
+                ("port", port.as_str()),
+                ("user", names::REPLICATION_USER),
+                ("sslmode", "verify-full"),
+                ("sslrootcert", tls.paths.server_ca.as_str()),
+                ("sslcert", tls.paths.client_cert.as_str()),
+                ("sslkey", tls.paths.client_key.as_str()),
+            ]);
+        }
+        None => fields.extend([
+            ("host", upstream.host.as_str()),
+            ("port", port.as_str()),
+            ("user", names::REPLICATION_USER),
+            ("passfile", upstream.passfile.as_str()),
+        ]),
+    }
+    fields.extend(dbname.map(|d| ("dbname", d)));
+    fields.extend(application_name.map(|a| ("application_name", a)));
+    fields
+        .iter()
+        .map(|(key, value)| format!("{key}={}", conninfo_value(value)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// How WAL reaches and comes back from the archive: `pgha wal-push` / `wal-fetch` with the
@@ -285,26 +349,18 @@ pub fn instance_parameters(instance: &InstanceSettings) -> BTreeMap<String, Stri
         ),
     ]);
     if let Some(upstream) = &instance.upstream {
-        let conninfo = [
-            ("host", upstream.host.as_str()),
-            ("port", &upstream.port.to_string()),
-            ("user", names::REPLICATION_USER),
-            ("passfile", &upstream.passfile),
-            ("application_name", &instance.name),
-        ]
-        .iter()
-        .map(|(key, value)| format!("{key}={}", conninfo_value(value)))
-        .collect::<Vec<_>>()
-        .join(" ");
+        let conninfo =
+            replication_conninfo(upstream, instance.tls.as_ref(), None, Some(&instance.name));
         out.insert("primary_conninfo".to_string(), conninfo);
         out.insert("primary_slot_name".to_string(), slot_name(&instance.name));
     }
     if let Some(tls) = &instance.tls {
         for (name, value) in [
             ("ssl", "on"),
-            ("ssl_cert_file", &tls.cert),
-            ("ssl_key_file", &tls.key),
-            ("ssl_ca_file", &tls.ca),
+            ("ssl_cert_file", &tls.paths.server_cert),
+            ("ssl_key_file", &tls.paths.server_key),
+            // Client certificates (the replication role's) are verified with the cluster CA.
+            ("ssl_ca_file", &tls.paths.client_ca),
             ("ssl_min_protocol_version", "TLSv1.2"),
         ] {
             out.insert(name.to_string(), value.to_string());
@@ -359,21 +415,48 @@ mod tests {
     }
 
     #[test]
-    fn with_a_certificate_postgres_serves_tls_1_2_and_up() {
-        let files = TlsFiles {
-            cert: "/run/pgha/tls/tls.crt".into(),
-            key: "/run/pgha/tls/tls.key".into(),
-            ca: "/run/pgha/tls/ca.crt".into(),
-        };
+    fn with_a_certificate_postgres_serves_tls_1_2_and_up_and_replicas_verify_it() {
         let with = InstanceSettings {
-            tls: Some(files),
+            tls: Some(TlsFiles::in_dir("/run/pgha/tls", "db-rw")),
+            upstream: Some(Upstream {
+                host: "127.0.0.3".into(),
+                port: 5432,
+                passfile: "/run/pgha/pgpass".into(),
+            }),
             ..replica()
         };
         let p = instance_parameters(&with);
         assert_eq!(p["ssl"], "on");
-        assert_eq!(p["ssl_key_file"], "/run/pgha/tls/tls.key");
+        assert_eq!(p["ssl_key_file"], "/run/pgha/tls/server.key");
+        assert_eq!(p["ssl_ca_file"], "/run/pgha/tls/client-ca.crt");
         assert_eq!(p["ssl_min_protocol_version"], "TLSv1.2");
+        assert_eq!(
+            p["primary_conninfo"],
+            "host=db-rw hostaddr=127.0.0.3 port=5432 user=streaming_replica sslmode=verify-full \
+             sslrootcert=/run/pgha/tls/server-ca.crt sslcert=/run/pgha/tls/client.crt \
+             sslkey=/run/pgha/tls/client.key application_name=db-2"
+        );
         assert!(!instance_parameters(&replica()).contains_key("ssl"));
+    }
+
+    #[test]
+    fn with_tls_no_password_crosses_the_network_in_clear() {
+        let rules = ["host all app 10.0.0.0/8 scram-sha-256".to_string()];
+        let hba = render_hba(&rules, true).unwrap();
+        let lines: Vec<&str> = hba.lines().skip(1).collect();
+        assert_eq!(
+            lines,
+            [
+                "local all postgres peer map=pgha-agent",
+                "hostssl replication streaming_replica all cert",
+                "hostssl all streaming_replica all cert",
+                "host all app 10.0.0.0/8 scram-sha-256",
+                "hostssl all all all scram-sha-256",
+            ]
+        );
+        let without = render_hba(&[], false).unwrap();
+        assert!(without.contains("host replication streaming_replica all scram-sha-256"));
+        assert!(without.ends_with("host all all all scram-sha-256\n"));
     }
 
     #[test]
@@ -438,7 +521,7 @@ mod tests {
     fn ident_maps_the_agent_user_to_the_superuser() {
         assert!(render_ident("root").contains("pgha-agent root postgres"));
         assert!(
-            render_hba(&[])
+            render_hba(&[], true)
                 .unwrap()
                 .contains("local all postgres peer map=pgha-agent")
         );

@@ -186,6 +186,8 @@ pub fn pod(instance: &PgInstance, owner: &OwnerReference, kind: PodKind) -> Pod 
         SECRETS_DIR,
         "--tls-dir",
         TLS_DIR,
+        "--tls-verify-name",
+        &tls::verify_name(cluster),
         // The agent starts as root, like the postgres images' entrypoints, and runs every
         // Postgres program as postgres.
         "--run-as",
@@ -233,11 +235,24 @@ pub fn pod(instance: &PgInstance, owner: &OwnerReference, kind: PodKind) -> Pod 
         volumes.push(volume);
         mounts.push(mount);
     }
-    // The server certificate; optional, so that the pods of a cluster made before TLS start
-    // (without it) until the operator has made it.
-    let (volume, mount) = secret_volume("tls", tls::server_secret(cluster), TLS_DIR.into(), true);
-    volumes.push(volume);
-    mounts.push(mount);
+    // The certificates, each Secret at <TLS_DIR>/<name>; optional, so that a pod starts
+    // (serving no TLS) until the operator has made them or the user's Secret exists.
+    let sources = tls::Sources::of(cluster, instance.spec.tls.as_ref());
+    for (arg, secret) in [
+        ("--tls-server-secret", Some(&sources.server)),
+        ("--tls-ca-secret", sources.server_ca.as_ref()),
+        ("--tls-replication-secret", Some(&sources.replication)),
+    ] {
+        if let Some(secret) = secret {
+            args.extend([arg.to_string(), secret.clone()]);
+        }
+    }
+    for (index, secret) in sources.names().into_iter().enumerate() {
+        let dir = format!("{TLS_DIR}/{secret}");
+        let (volume, mount) = secret_volume(&format!("tls-{index}"), secret, dir, true);
+        volumes.push(volume);
+        mounts.push(mount);
+    }
     let mut object_stores = Vec::new();
     if let Some(archive) = &instance.spec.archive {
         object_stores.push(("archive", archive, ARCHIVE_CREDENTIALS_DIR));

@@ -104,7 +104,7 @@ pub fn validate(cluster: &PgCluster) -> Result<ValidCluster<'_>, Vec<SpecError>>
     let parameters = config::parameters(&spec.postgresql.parameters)
         .map_err(|e| errors.push(e.into()))
         .ok();
-    let pg_hba = config::render_hba(&spec.postgresql.pg_hba)
+    let pg_hba = config::render_hba(&spec.postgresql.pg_hba, true)
         .map_err(|e| errors.push(e.into()))
         .ok();
     let schedule = spec

@@ -94,7 +94,7 @@ impl Workspace {
                 ..Timeouts::default()
             },
             source_credentials_dir: "/nonexistent".into(),
-            tls_dir: None,
+            tls: None,
             archive: None,
         }
     }

@@ -39,7 +39,7 @@ pub fn commands(s3: &S3) -> ArchiveCommands {
 pub fn archiving(ws: &Workspace, s3: &S3, name: &str) -> Settings {
     Settings {
         source_credentials_dir: "/nonexistent".into(),
-        tls_dir: None,
+        tls: None,
         archive: Some(commands(s3)),
         ..ws.settings(name)
     }

@@ -15,6 +15,15 @@ pub struct Target {
     pub user: String,
     pub password: String,
     pub dbname: String,
+    /// Over TLS, verifying the server with this CA as this name (`sslmode=verify-full`,
+    /// whatever address it is reached at); None: no TLS (a peer's cluster).
+    pub tls: Option<Verify>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Verify {
+    pub ca: String,
+    pub name: String,
 }
 
 impl Target {
@@ -37,6 +46,18 @@ impl Target {
             data.get(key)
                 .map(|v| String::from_utf8(v.0.clone()).unwrap())
         };
+        // The CA the `-app` Secret carries (a restored cluster may have none: the server
+        // Secret's then).
+        let secrets = kube::Api::<Secret>::namespaced(client.clone(), namespace);
+        let mut ca = None;
+        for holder in ["app", "server"] {
+            let held = secrets.get_opt(&format!("{name}-{holder}")).await.unwrap();
+            ca = ca.or_else(|| {
+                let data = held?.data?;
+                String::from_utf8(data.get("ca.crt")?.0.clone()).ok()
+            });
+        }
+        let ca = ca.expect("a CA in the -app or -server Secret");
         Self {
             address: cluster
                 .service_address(namespace, &format!("{name}-rw"), None)
@@ -45,6 +66,10 @@ impl Target {
             user: value("username").unwrap(),
             password: value("password").unwrap(),
             dbname: value("dbname").unwrap_or_else(|| "postgres".into()),
+            tls: Some(Verify {
+                ca,
+                name: format!("{name}-rw"),
+            }),
         }
     }
 
@@ -56,16 +81,38 @@ impl Target {
     }
 }
 
-/// Connects to `host:port` as the target's user; None when it cannot.
+/// Connects to `host:port` (an address) as the target's user; None when it cannot.
 pub async fn connect(target: &Target, host: &str, port: u16) -> Option<tokio_postgres::Client> {
-    let conninfo = target.conninfo(host, port);
-    let connecting = tokio_postgres::connect(&conninfo, tokio_postgres::NoTls);
-    let (client, connection) = tokio::time::timeout(Duration::from_secs(3), connecting)
-        .await
-        .ok()?
-        .ok()?;
-    tokio::spawn(connection);
-    Some(client)
+    let within = Duration::from_secs(3);
+    let mut config = tokio_postgres::Config::new();
+    config
+        .port(port)
+        .user(&target.user)
+        .password(&target.password)
+        .dbname(&target.dbname)
+        .connect_timeout(Duration::from_secs(2));
+    match &target.tls {
+        Some(verify) => {
+            let tls = pgha::pg::tls(&verify.ca, None).unwrap();
+            config
+                .host(&verify.name)
+                .hostaddr(host.parse().ok()?)
+                .ssl_mode(tokio_postgres::config::SslMode::Require);
+            let (client, connection) = tokio::time::timeout(within, config.connect(tls))
+                .await
+                .ok()?
+                .ok()?;
+            tokio::spawn(connection);
+            Some(client)
+        }
+        None => {
+            config.host(host);
+            let connecting = config.connect(tokio_postgres::NoTls);
+            let (client, connection) = tokio::time::timeout(within, connecting).await.ok()?.ok()?;
+            tokio::spawn(connection);
+            Some(client)
+        }
+    }
 }
 
 #[derive(Default)]
