@@ -575,6 +575,7 @@ async fn bad_specs_a_killed_operator_sync_commits_and_parameter_changes() {
             "secret/orders-app",
             "secret/orders-ca",
             "secret/orders-replication",
+            "secret/orders-replication-tls",
             "secret/orders-server",
             "secret/orders-superuser",
             "service/orders-r",

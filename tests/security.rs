@@ -91,21 +91,46 @@ fn documented(account: &str) -> BTreeSet<Grant> {
 async fn least_privilege_password_rotation_and_no_password_in_logs_events_or_status() {
     let (cluster, client) = installed(13).await;
     let clusters: Api<PgCluster> = Api::namespaced(client.clone(), "shop");
-    // The server certificate comes from the user, in the shape cert-manager writes.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "shop");
-    let first = Certificate::new();
-    secrets
-        .create(&PostParams::default(), &first.secret())
-        .await
-        .unwrap();
+    // The server certificate comes from the user, in the shape cert-manager writes, and
+    // later than the cluster: until it exists the cluster says which field names what is
+    // missing, and the instances come up without TLS; then they take it without a restart.
     create(
         &clusters,
         "metadata: {name: orders}\nspec:\n  instances: 2\n  storage: {size: 1Gi}\n  \
          tls: {serverSecret: orders-tls}\n",
     )
     .await;
+    let condition = |wanted: &'static str| {
+        let clusters = clusters.clone();
+        async move {
+            let status = clusters.get("orders").await.ok()?.status?;
+            let c = status
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "CertificatesReady" && c.status == wanted)?;
+            Some(c.message)
+        }
+    };
+    let missing = eventually(Duration::from_secs(60), "CertificatesReady False", || {
+        condition("False")
+    })
+    .await;
+    assert!(
+        missing.starts_with("spec.tls.serverSecret: Secret shop/orders-tls does not exist"),
+        "{missing}"
+    );
     eventually(Duration::from_secs(180), "orders Healthy", || {
         healthy(&clusters, "orders", 2)
+    })
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "shop");
+    let first = Certificate::new();
+    secrets
+        .create(&PostParams::default(), &first.secret())
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(90), "CertificatesReady True", || {
+        condition("True")
     })
     .await;
 
@@ -160,9 +185,11 @@ async fn least_privilege_password_rotation_and_no_password_in_logs_events_or_sta
     // one works through -rw, the old one no longer does, the primary's status says when.
     let old = Target::rw(&cluster, &client, "shop", "orders", "app").await;
     let (host, port) = (old.address.ip().to_string(), old.address.port());
-    let session = connect(&old, &host, port)
-        .await
-        .expect("the old password works");
+    // Over TLS, which the agents take up within a second of the Secret's creation.
+    let session = eventually(Duration::from_secs(30), "the old password works", || {
+        connect(&old, &host, port)
+    })
+    .await;
     let started = |c: tokio_postgres::Client| async move {
         let row = c
             .query_one("SELECT pg_postmaster_start_time()::text", &[])

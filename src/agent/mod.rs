@@ -281,8 +281,14 @@ impl Agent {
             if self.postmaster.pid().is_none() {
                 return Ok(());
             }
-            // The first certificates also change the files (ssl, hostssl rules).
-            let config = self.lock().config.clone();
+            // The first certificates also change the files: `ssl` first (Postgres reports
+            // `hostssl` rules as errors while it is off), then the rules, checked as always.
+            let (config, desired) = {
+                let state = self.lock();
+                (state.config.clone(), state.desired.clone())
+            };
+            conf::write_operator_files(&self.settings, &config, desired.upstream())?;
+            roles::reload(&self.settings, &sql::connect(&self.settings).await?).await?;
             self.apply_config_locked(config).await.map(drop)
         };
         match installed.await {

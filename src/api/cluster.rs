@@ -568,7 +568,8 @@ pub struct PgClusterStatus {
     /// One entry per instance.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceSummary>,
-    /// `Ready`, `Progressing`, `Degraded`, `ConfigInvalid`, `BackupHealthy`, `Fenced`.
+    /// `Ready`, `Progressing`, `Degraded`, `ConfigInvalid`, `ContinuousArchiving`,
+    /// `RestoreVerified`, `CertificatesReady`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Name of the newest completed PgBackup.

@@ -341,8 +341,8 @@ async fn converge(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action, 
     wanted.secrets.extend(certificates);
     // Applications verify the server with the CA their Secret carries.
     let app = names::secret(&name, names::SecretKind::App);
-    if let (Some(ca), Some(secret)) = (
-        server_ca,
+    if let (Ok(ca), Some(secret)) = (
+        server_ca.clone(),
         wanted.secrets.iter_mut().find(|s| s.name_any() == app),
     ) {
         let data = secret.data.get_or_insert_default();
@@ -476,6 +476,7 @@ async fn converge(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action, 
             .and_then(|s| s.archiver.clone());
         status::archiving(&mut next, &previous, archiver.as_ref(), generation, &now());
     }
+    status::certificates(&mut next, &previous, server_ca.err(), generation, &now());
     if let Some((reason, message)) = &decision.blocked {
         status::not_ready(
             &mut next,

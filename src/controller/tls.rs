@@ -226,19 +226,50 @@ fn leaf(
 }
 
 /// The CA clients verify the server with: the one in the server Secret made here, or the
-/// `ca.crt` of the Secret the user names; None while that Secret is missing.
+/// `ca.crt` of the Secret the user names. Err: what is missing from the user's Secrets,
+/// naming the field (the instances serve no TLS until they are complete).
 pub async fn server_ca(
     secrets: &kube::Api<Secret>,
     cluster: &PgCluster,
     made: &[Secret],
-) -> Result<Option<String>, Error> {
+) -> Result<Result<String, String>, Error> {
     let sources = tls::Sources::of(&cluster.name_any(), cluster.spec.tls.as_ref());
-    let from = sources.server_ca.unwrap_or(sources.server);
-    let data = match made.iter().find(|s| s.name_any() == from) {
-        Some(secret) => secret.data.clone(),
-        None => secrets.get_opt(&from).await?.and_then(|s| s.data),
+    let namespace = cluster.namespace().unwrap_or_default();
+    let read = async |name: &str| -> Result<Option<BTreeMap<String, ByteString>>, Error> {
+        Ok(match made.iter().find(|s| s.name_any() == name) {
+            Some(secret) => secret.data.clone(),
+            None => secrets
+                .get_opt(name)
+                .await?
+                .map(|s| s.data.unwrap_or_default()),
+        })
     };
-    Ok(data.as_ref().and_then(|d| text(d, "ca.crt")))
+    let mut wanted = vec![("spec.tls.serverSecret", &sources.server, "tls.crt")];
+    wanted.push(("spec.tls.serverSecret", &sources.server, "tls.key"));
+    wanted.push(match &sources.server_ca {
+        Some(ca) => ("spec.tls.caSecret", ca, "ca.crt"),
+        None => ("spec.tls.serverSecret", &sources.server, "ca.crt"),
+    });
+    let mut ca = String::new();
+    for (field, name, key) in wanted {
+        let missing = match read(name).await? {
+            None => "does not exist",
+            Some(data) => match text(&data, key) {
+                Some(value) => {
+                    if key == "ca.crt" {
+                        ca = value;
+                    }
+                    continue;
+                }
+                None => &format!("has no `{key}`"),
+            },
+        };
+        return Ok(Err(format!(
+            "{field}: Secret {namespace}/{name} {missing}; the instances serve no TLS (and \
+             take passwords without it) until it is complete"
+        )));
+    }
+    Ok(Ok(ca))
 }
 
 /// The start of `at`'s day: when a certificate made with `validity` ends.

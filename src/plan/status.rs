@@ -302,6 +302,35 @@ pub fn drills(
     status.conditions.push(verified);
 }
 
+/// `CertificatesReady`: False while the certificate Secrets `spec.tls` names are missing or
+/// incomplete (`missing` says which, naming the field).
+pub fn certificates(
+    status: &mut PgClusterStatus,
+    previous: &PgClusterStatus,
+    missing: Option<String>,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let (reason, message) = match &missing {
+        None => (
+            "Complete",
+            "the server certificate, its CA and the replication certificate are there".into(),
+        ),
+        Some(missing) => ("SecretIncomplete", missing.clone()),
+    };
+    let ready = condition(
+        &previous.conditions,
+        "CertificatesReady",
+        missing.is_none(),
+        reason,
+        message,
+        generation,
+        now,
+    );
+    status.conditions.retain(|c| c.type_ != "CertificatesReady");
+    status.conditions.push(ready);
+}
+
 /// A timestamp as Postgres prints it (`2026-11-30 10:00:05.123+00`).
 fn postgres_time(text: &str) -> Option<Time> {
     chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z")
@@ -489,6 +518,29 @@ mod tests {
         assert_eq!(ready.last_transition_time, at(1));
         assert_eq!(refused.current_primary.as_deref(), Some("orders-1"));
         assert_eq!(refused.conditions.len(), 4);
+    }
+
+    #[test]
+    fn missing_certificates_are_a_condition_that_names_the_field_until_they_are_there() {
+        let mut s = PgClusterStatus::default();
+        let why = "spec.tls.serverSecret: Secret shop/orders-tls does not exist";
+        certificates(
+            &mut s,
+            &PgClusterStatus::default(),
+            Some(why.into()),
+            None,
+            &at(1),
+        );
+        let c = get(&s, "CertificatesReady");
+        assert_eq!((c.status.as_str(), c.message.as_str()), ("False", why));
+        let previous = s.clone();
+        certificates(&mut s, &previous, None, None, &at(2));
+        assert_eq!(s.conditions.len(), 1, "replaced, not added");
+        let c = get(&s, "CertificatesReady");
+        assert_eq!(
+            (c.status.as_str(), c.last_transition_time.clone()),
+            ("True", at(2))
+        );
     }
 
     #[test]

@@ -568,7 +568,7 @@ pub fn render(screen: &Screen, now: Timestamp, colour: bool) -> String {
             .iter()
             .map(|c| {
                 // For these, True is the bad news.
-                let bad_when_true = ["Degraded", "ConfigInvalid", "Fenced"];
+                let bad_when_true = ["Degraded", "ConfigInvalid"];
                 let good = (c.status == "True") != bad_when_true.contains(&c.type_.as_str());
                 let hue = if good {
                     AnsiColor::Green
