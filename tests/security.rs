@@ -307,6 +307,33 @@ async fn least_privilege_password_rotation_and_no_password_in_logs_events_or_sta
         "the operator wrote the user's Secret"
     );
 
+    // A key that is not the certificate's is never served: the cluster says so, naming the
+    // field, and Postgres goes on serving the renewed certificate.
+    let mut mismatched = second.secret();
+    mismatched
+        .string_data
+        .as_mut()
+        .unwrap()
+        .insert("tls.key".into(), first.key.clone());
+    mismatched.metadata.resource_version = user_secret.metadata.resource_version;
+    secrets
+        .replace("orders-tls", &PostParams::default(), &mismatched)
+        .await
+        .unwrap();
+    let refused = eventually(Duration::from_secs(90), "CertificatesReady False", || {
+        condition("False")
+    })
+    .await;
+    assert!(
+        refused.contains("tls.key is not the key of tls.crt"),
+        "{refused}"
+    );
+    assert!(
+        psql(&new, &host, port, Some(&second.ca), SSL_IN_USE)
+            .await
+            .is_ok()
+    );
+
     // No password in any log of the run, any Event, or any object's status.
     let mut passwords = vec![
         ("orders-app (rotated)", rotated),

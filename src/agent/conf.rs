@@ -38,13 +38,36 @@ pub fn mounted_tls(settings: &Settings) -> Option<Material> {
 }
 
 /// Writes the certificates where Postgres reads them: the keys must belong to Postgres's user
-/// and be readable by it alone.
+/// and be readable by it alone. All six change at once (a new directory, then the `tls`
+/// link moved to it), so no reader meets a new certificate beside an old key.
 pub fn install_tls(settings: &Settings, material: &Material) -> Result<()> {
-    let dir = settings.run_dir.join("tls");
     let owner = settings.run_as.as_ref();
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let version = format!("tls-{stamp}");
+    let dir = settings.run_dir.join(&version);
     files::ensure_dir(&dir, 0o700, owner)?;
     for (name, text) in Material::FILES.iter().zip(material.contents()) {
         files::write(&dir.join(name), text, 0o600, owner)?;
+    }
+    let link = settings.run_dir.join("tls");
+    if link.is_dir() && !link.is_symlink() {
+        std::fs::remove_dir_all(&link).map_err(AgentError::io("removing", &link))?;
+    }
+    let next = settings.run_dir.join("tls.next");
+    files::remove_if_present(&next)?;
+    std::os::unix::fs::symlink(&version, &next).map_err(AgentError::io("linking", &next))?;
+    std::fs::rename(&next, &link).map_err(AgentError::io("moving into place", &link))?;
+    // The versions before this one.
+    let entries = std::fs::read_dir(&settings.run_dir)
+        .map_err(AgentError::io("reading", &settings.run_dir))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("tls-") && name != version {
+            let old = entry.path();
+            std::fs::remove_dir_all(&old).map_err(AgentError::io("removing", &old))?;
+        }
     }
     Ok(())
 }

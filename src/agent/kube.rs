@@ -102,6 +102,18 @@ impl ApiOrders {
         Ok(orders)
     }
 
+    /// Where the instance's certificates come from now (its cluster's `spec.tls`).
+    pub fn tls(&self) -> Option<Sources> {
+        let instances = self.store.state();
+        let instance = instances
+            .iter()
+            .find(|i| i.metadata.name.as_deref() == Some(&self.name))?;
+        Some(Sources::of(
+            &instance.spec.cluster,
+            instance.spec.tls.as_ref(),
+        ))
+    }
+
     /// The PgCluster the instance belongs to.
     pub fn cluster(&self) -> Option<String> {
         let instances = self.store.state();
@@ -117,11 +129,14 @@ impl ApiOrders {
 /// or certificate changed there reaches Postgres without a restart. The mounted copies are
 /// read at the pod's start.
 pub struct SecretWatch {
+    client: Client,
+    namespace: String,
     seen: Arc<Mutex<SeenSecrets>>,
     superuser: String,
     app: String,
     tls: Option<Sources>,
-    watches: Vec<JoinHandle<()>>,
+    passwords: Vec<JoinHandle<()>>,
+    certificates: Vec<JoinHandle<()>>,
 }
 
 /// Secret name → its data.
@@ -129,45 +144,62 @@ type SeenSecrets = BTreeMap<String, BTreeMap<String, Vec<u8>>>;
 
 impl Drop for SecretWatch {
     fn drop(&mut self) {
-        self.watches.iter().for_each(JoinHandle::abort);
+        self.passwords.iter().for_each(JoinHandle::abort);
+        self.certificates.iter().for_each(JoinHandle::abort);
     }
 }
 
 impl SecretWatch {
     pub fn start(client: Client, namespace: &str, cluster: &str, tls: Option<Sources>) -> Self {
-        let seen: Arc<Mutex<SeenSecrets>> = Arc::default();
         let superuser = names::secret(cluster, SecretKind::Superuser);
         let app = names::secret(cluster, SecretKind::App);
-        let mut watched = vec![superuser.clone(), app.clone()];
-        watched.extend(tls.iter().flat_map(Sources::names));
-        let watches = watched
+        let mut watch = Self {
+            client,
+            namespace: namespace.to_string(),
+            seen: Arc::default(),
+            superuser: superuser.clone(),
+            app: app.clone(),
+            tls: None,
+            passwords: Vec::new(),
+            certificates: Vec::new(),
+        };
+        watch.passwords = [superuser, app]
             .into_iter()
-            .map(|name| {
-                let api: Api<KubeSecret> = Api::namespaced(client.clone(), namespace);
-                let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-                let seen = seen.clone();
-                let events = watcher(api, config)
-                    .default_backoff()
-                    .applied_objects()
-                    .for_each(move |secret| {
-                        if let Ok(secret) = secret {
-                            let data = secret.data.unwrap_or_default();
-                            let data = data.into_iter().map(|(k, v)| (k, v.0)).collect();
-                            let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-                            seen.insert(name.clone(), data);
-                        }
-                        async {}
-                    });
-                tokio::spawn(events)
-            })
+            .map(|n| watch.watch(n))
             .collect();
-        Self {
-            seen,
-            superuser,
-            app,
-            tls,
-            watches,
+        watch.follow_tls(tls);
+        watch
+    }
+
+    /// Watches the certificates of `tls` from now on (the cluster's `spec.tls` changed: the
+    /// instance's Role names the new Secrets).
+    pub fn follow_tls(&mut self, tls: Option<Sources>) {
+        if tls == self.tls {
+            return;
         }
+        self.certificates.drain(..).for_each(|w| w.abort());
+        let names = tls.iter().flat_map(Sources::names).collect::<Vec<_>>();
+        self.certificates = names.into_iter().map(|name| self.watch(name)).collect();
+        self.tls = tls;
+    }
+
+    fn watch(&self, name: String) -> JoinHandle<()> {
+        let api: Api<KubeSecret> = Api::namespaced(self.client.clone(), &self.namespace);
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let seen = self.seen.clone();
+        let events = watcher(api, config)
+            .default_backoff()
+            .applied_objects()
+            .for_each(move |secret| {
+                if let Ok(secret) = secret {
+                    let data = secret.data.unwrap_or_default();
+                    let data = data.into_iter().map(|(k, v)| (k, v.0)).collect();
+                    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                    seen.insert(name.clone(), data);
+                }
+                async {}
+            });
+        tokio::spawn(events)
     }
 
     fn text(&self, secret: &str, key: &str) -> Option<String> {

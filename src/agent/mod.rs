@@ -88,6 +88,8 @@ struct State {
     passwords_set_at: Option<Timestamp>,
     /// The certificates installed where Postgres reads them.
     tls: Option<crate::plan::tls::Material>,
+    /// The last certificates refused (see `servable`).
+    tls_refused: Option<crate::plan::tls::Material>,
 }
 
 /// Whether Postgres runs on the ordered configuration, for the `ConfigInvalid` condition.
@@ -133,6 +135,7 @@ impl Agent {
                 passwords_set: None,
                 passwords_set_at: None,
                 tls: None,
+                tls_refused: None,
             }),
         }
     }
@@ -256,18 +259,47 @@ impl Agent {
         if self.lock().tls.is_some() {
             return Ok(());
         }
-        if let Some(material) = conf::mounted_tls(&self.settings) {
+        if let Some(material) = conf::mounted_tls(&self.settings).filter(|m| self.servable(m)) {
             conf::install_tls(&self.settings, &material)?;
             self.lock().tls = Some(material);
         }
         Ok(())
     }
 
+    /// Whether Postgres may serve `material`: a key that is not the certificate's, or a
+    /// certificate its clients would refuse, stops every login over TLS (and a restart), so
+    /// such material is refused once, loudly, and the installed one kept.
+    fn servable(&self, material: &crate::plan::tls::Material) -> bool {
+        let name = self
+            .settings
+            .tls
+            .as_ref()
+            .map_or("", |t| t.verify_name.as_str());
+        let check = crate::pg::check_server_certificate(
+            &material.server_cert,
+            &material.server_key,
+            &material.server_ca,
+            name,
+        );
+        let mut state = self.lock();
+        match check {
+            Ok(()) => true,
+            Err(_) if state.tls_refused.as_ref() == Some(material) => false,
+            Err(why) => {
+                tracing::error!(%why, "the server certificate is refused; keeping the one installed");
+                state.tls_refused = Some(material.clone());
+                false
+            }
+        }
+    }
+
     /// The certificates in the cluster's Secrets now (from the watch; None: not all seen).
     /// Changed ones are installed and Postgres reloads them without a restart: new
     /// connections, and a replica's next connection to its primary, use them.
     pub async fn sync_tls(&self, watched: Option<crate::plan::tls::Material>) {
-        let changed = |state: &State| watched.is_some() && state.tls != watched;
+        let changed = |state: &State| {
+            watched.is_some() && state.tls != watched && state.tls_refused != watched
+        };
         if !changed(&self.lock()) {
             return;
         }
@@ -275,9 +307,11 @@ impl Agent {
         let Some(material) = watched.as_ref().filter(|_| changed(&self.lock())) else {
             return;
         };
+        if !self.servable(material) {
+            return;
+        }
         let installed = async {
             conf::install_tls(&self.settings, material)?;
-            self.lock().tls = Some(material.clone());
             if self.postmaster.pid().is_none() {
                 return Ok(());
             }
@@ -291,8 +325,12 @@ impl Agent {
             roles::reload(&self.settings, &sql::connect(&self.settings).await?).await?;
             self.apply_config_locked(config).await.map(drop)
         };
+        // Recorded only once in force: a failed reload is tried again on the next pass.
         match installed.await {
-            Ok(()) => tracing::info!("certificates installed from the cluster's Secrets"),
+            Ok(()) => {
+                tracing::info!("certificates installed from the cluster's Secrets");
+                self.lock().tls = Some(material.clone());
+            }
             Err(e) => tracing::warn!(error = %e, "certificates not installed; retrying"),
         }
     }

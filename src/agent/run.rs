@@ -98,7 +98,7 @@ pub async fn run(
     orders: OrdersSource,
     status: Option<StatusWriter>,
     keeper: Option<Arc<LeaseKeeper>>,
-    secrets: Option<SecretWatch>,
+    mut secrets: Option<SecretWatch>,
 ) -> Result<()> {
     let mut term =
         signal(SignalKind::terminate()).map_err(AgentError::io("listening for", "SIGTERM"))?;
@@ -140,7 +140,10 @@ pub async fn run(
                     tracing::error!(error = %e, "orders unreadable; keeping the current state")
                 }
             }
-            if let Some(watch) = &secrets {
+            if let Some(watch) = &mut secrets {
+                if let (OrdersSource::Api(api), Some(_)) = (&orders, &agent.settings().tls) {
+                    watch.follow_tls(api.tls());
+                }
                 let (superuser, app) = watch.passwords();
                 agent.sync_passwords(superuser, app).await;
                 agent.sync_tls(watch.tls()).await;

@@ -129,6 +129,7 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
                     server_ca: args.tls_ca_secret,
                     replication,
                 },
+                // `--tls-dir` requires it.
                 verify_name: args.tls_verify_name.unwrap_or_default(),
             }),
             _ => None,
@@ -155,10 +156,12 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
                 let orders = orders.await?;
                 let keeper = LeaseKeeper::new(client.clone(), &args.namespace, &settings.name);
                 let tls = settings.tls.as_ref().map(|t| t.sources.clone());
-                let secrets = orders.cluster().map(|cluster| {
+                // An init pod reads the mounted copies only.
+                let cluster = orders.cluster().filter(|_| !args.init_only);
+                let secrets = cluster.map(|cluster| {
                     SecretWatch::start(client.clone(), &args.namespace, &cluster, tls)
                 });
-                if secrets.is_none() {
+                if secrets.is_none() && !args.init_only {
                     tracing::warn!("no PgCluster in the orders: Secrets are not watched");
                 }
                 let status = StatusWriter::new(client, &args.namespace, &settings.name, endpoint);

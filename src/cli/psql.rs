@@ -45,8 +45,17 @@ pub fn run(args: PsqlArgs) -> Result<ExitCode, Failure> {
     // The CA goes in a file of our own for psql to read, removed when it exits.
     let ca_file = match &target.ca {
         Some(ca) => {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
             let path = std::env::temp_dir().join(format!("pgha-psql-{}.crt", std::process::id()));
-            std::fs::write(&path, ca).map_err(|e| format!("writing {}: {e}", path.display()))?;
+            // A new file only (never one someone else put there), readable by us alone.
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .and_then(|mut file| file.write_all(ca.as_bytes()))
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
             psql.env("PGSSLROOTCERT", &path);
             Some(path)
         }
@@ -61,7 +70,12 @@ pub fn run(args: PsqlArgs) -> Result<ExitCode, Failure> {
         (Some(_), Err(_)) => psql
             .env("PGHOST", &target.host)
             .env("PGSSLMODE", "verify-full"),
-        (None, _) => psql.env("PGHOST", &target.host).env("PGSSLMODE", "require"),
+        // A cluster without certificates: encrypted if it can, and the password only by a
+        // SCRAM exchange bound to that channel.
+        (None, _) => psql
+            .env("PGHOST", &target.host)
+            .env("PGSSLMODE", "require")
+            .env("PGCHANNELBINDING", "require"),
     };
     psql.args(&args.psql_args)
         .env("PGPORT", target.port.to_string())

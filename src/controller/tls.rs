@@ -250,15 +250,13 @@ pub async fn server_ca(
         Some(ca) => ("spec.tls.caSecret", ca, "ca.crt"),
         None => ("spec.tls.serverSecret", &sources.server, "ca.crt"),
     });
-    let mut ca = String::new();
+    let mut pem = BTreeMap::new();
     for (field, name, key) in wanted {
         let missing = match read(name).await? {
             None => "does not exist",
             Some(data) => match text(&data, key) {
                 Some(value) => {
-                    if key == "ca.crt" {
-                        ca = value;
-                    }
+                    pem.insert(key, value);
                     continue;
                 }
                 None => &format!("has no `{key}`"),
@@ -269,7 +267,19 @@ pub async fn server_ca(
              take passwords without it) until it is complete"
         )));
     }
-    Ok(Ok(ca))
+    // What the agents would refuse to serve (they keep the certificate they have).
+    let check = || {
+        let name = tls::verify_name(&cluster.name_any());
+        crate::pg::check_server_certificate(&pem["tls.crt"], &pem["tls.key"], &pem["ca.crt"], &name)
+    };
+    if let Some(Err(why)) = cluster.spec.tls.as_ref().map(|_| check()) {
+        return Ok(Err(format!(
+            "spec.tls.serverSecret: Secret {namespace}/{}: {why}; the instances keep the \
+             certificate they serve",
+            sources.server
+        )));
+    }
+    Ok(Ok(pem.remove("ca.crt").unwrap_or_default()))
 }
 
 /// The start of `at`'s day: when a certificate made with `validity` ends.

@@ -314,7 +314,7 @@ pub fn certificates(
     let (reason, message) = match &missing {
         None => (
             "Complete",
-            "the server certificate, its CA and the replication certificate are there".into(),
+            "the server certificate, its key and its CA are there and fit together".into(),
         ),
         Some(missing) => ("SecretIncomplete", missing.clone()),
     };

@@ -60,7 +60,7 @@ impl Sources {
 
 /// Everything an instance needs for TLS: as PEM text, or (in `config::TlsFiles`) where the
 /// files are.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Material {
     pub server_cert: String,
     pub server_key: String,
@@ -70,6 +70,13 @@ pub struct Material {
     pub client_key: String,
     /// What Postgres verifies client certificates with: the cluster CA.
     pub client_ca: String,
+}
+
+/// Never the keys.
+impl std::fmt::Debug for Material {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Material { .. }")
+    }
 }
 
 impl Material {

@@ -12,6 +12,7 @@ use thiserror::Error;
 use crate::api::PgCluster;
 use crate::api::cluster::{MAX_CLUSTER_NAME, SynchronousMode};
 use crate::plan::config::{self, ConfigError};
+use crate::plan::{names, tls};
 
 /// One problem with a cluster's spec, phrased for the person who wrote it.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -44,6 +45,10 @@ pub enum SpecError {
         "spec.bootstrap.recovery.target.time '{time}' is not an RFC 3339 time ({reason}); write it like 2026-11-20T14:03:00Z"
     )]
     TargetTime { time: String, reason: String },
+    #[error(
+        "{field} '{secret}' is a Secret the operator makes for this cluster; name the Secret that holds your certificate (for example cert-manager's Certificate spec.secretName)"
+    )]
+    ManagedSecret { field: &'static str, secret: String },
 }
 
 impl SpecError {
@@ -60,6 +65,17 @@ impl SpecError {
             other => other,
         }
     }
+}
+
+/// Whether the operator makes (and may overwrite) the Secret `secret` of cluster `cluster`.
+fn managed_secret(cluster: &str, secret: &str) -> bool {
+    let credentials = names::SecretKind::ALL.map(|kind| names::secret(cluster, kind));
+    let certificates = [
+        tls::ca_secret(cluster),
+        tls::server_secret(cluster),
+        tls::replication_secret(cluster),
+    ];
+    credentials.iter().chain(&certificates).any(|s| s == secret)
 }
 
 /// A cluster whose spec passed every check, with the values parsed once for the planner.
@@ -93,6 +109,20 @@ pub fn validate(cluster: &PgCluster) -> Result<ValidCluster<'_>, Vec<SpecError>>
     let namespace = cluster.metadata.namespace.as_deref();
     if namespace.is_none() {
         errors.push(SpecError::Metadata("namespace"));
+    }
+    if let Some(tls) = &spec.tls {
+        let named = [("spec.tls.serverSecret", Some(&tls.server_secret))];
+        let named = named
+            .into_iter()
+            .chain([("spec.tls.caSecret", tls.ca_secret.as_ref())]);
+        for (field, secret) in named {
+            if let Some(secret) = secret.filter(|s| managed_secret(name, s)) {
+                errors.push(SpecError::ManagedSecret {
+                    field,
+                    secret: secret.clone(),
+                });
+            }
+        }
     }
     let sync = &spec.replication.synchronous;
     if sync.mode != SynchronousMode::Off && sync.number >= spec.instances {
@@ -309,6 +339,20 @@ mod tests {
             serde_json::json!({"postgresql": {"parameters": {"work_mem": "1MB\r\nfsync = off"}}}),
         );
         assert!(errors(&c)[0].contains("contains a line break"));
+    }
+
+    #[test]
+    fn a_certificate_secret_of_ones_own_may_not_be_one_the_operator_makes() {
+        let c = cluster(
+            "db",
+            serde_json::json!({"tls": {"serverSecret": "db-server", "caSecret": "db-ca"}}),
+        );
+        let said = errors(&c);
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(said[0].starts_with("spec.tls.serverSecret 'db-server' is a Secret the operator"));
+        assert!(said[1].starts_with("spec.tls.caSecret 'db-ca' is a Secret the operator"));
+        let own = cluster("db", serde_json::json!({"tls": {"serverSecret": "db-tls"}}));
+        assert!(errors(&own).is_empty());
     }
 
     #[test]

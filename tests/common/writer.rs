@@ -73,9 +73,16 @@ impl Target {
         }
     }
 
+    /// For libpq (pgbench): over TLS when the target has it, not verified (pgbench takes no
+    /// CA from here; `connect` verifies).
     pub fn conninfo(&self, host: &str, port: u16) -> String {
+        let ssl = if self.tls.is_some() {
+            "require"
+        } else {
+            "prefer"
+        };
         format!(
-            "host={host} port={port} user={} password={} dbname={} connect_timeout=2",
+            "host={host} port={port} user={} password={} dbname={} connect_timeout=2 sslmode={ssl}",
             self.user, self.password, self.dbname
         )
     }
