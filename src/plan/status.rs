@@ -256,19 +256,37 @@ pub fn archiving(
         .and_then(|a| a.last_archived_at.as_deref())
         .and_then(postgres_time);
     status.wal_pending_archive = archiver.map(|a| a.pending);
-    let archiving = condition(
-        &previous.conditions,
+    let archiving = (ok, reason, message);
+    replace(
+        status,
+        previous,
         "ContinuousArchiving",
+        archiving,
+        generation,
+        now,
+    );
+}
+
+/// Sets condition `type_` to `(status, reason, message)`, in place of the one there.
+fn replace(
+    status: &mut PgClusterStatus,
+    previous: &PgClusterStatus,
+    type_: &str,
+    (ok, reason, message): (bool, &str, String),
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let new = condition(
+        &previous.conditions,
+        type_,
         ok,
         reason,
         message,
         generation,
         now,
     );
-    status
-        .conditions
-        .retain(|c| c.type_ != "ContinuousArchiving");
-    status.conditions.push(archiving);
+    status.conditions.retain(|c| c.type_ != type_);
+    status.conditions.push(new);
 }
 
 /// The `RestoreVerified` condition from the last restore drill.
@@ -289,17 +307,15 @@ pub fn drills(
             DrillResult::Failed => (false, "DrillFailed", drill.message.clone()),
         },
     };
-    let verified = condition(
-        &previous.conditions,
+    let verified = (ok, reason, message);
+    replace(
+        status,
+        previous,
         "RestoreVerified",
-        ok,
-        reason,
-        message,
+        verified,
         generation,
         now,
     );
-    status.conditions.retain(|c| c.type_ != "RestoreVerified");
-    status.conditions.push(verified);
 }
 
 /// `CertificatesReady`: False while the certificate Secrets `spec.tls` names are missing or
@@ -318,17 +334,15 @@ pub fn certificates(
         ),
         Some(missing) => ("SecretIncomplete", missing.clone()),
     };
-    let ready = condition(
-        &previous.conditions,
+    let ready = (missing.is_none(), reason, message);
+    replace(
+        status,
+        previous,
         "CertificatesReady",
-        missing.is_none(),
-        reason,
-        message,
+        ready,
         generation,
         now,
     );
-    status.conditions.retain(|c| c.type_ != "CertificatesReady");
-    status.conditions.push(ready);
 }
 
 /// A timestamp as Postgres prints it (`2026-11-30 10:00:05.123+00`).
