@@ -217,6 +217,7 @@ async fn archiving_backups_retention_and_point_in_time_restores() {
         let c = clusters.get("orders").await.ok()?;
         let s = c.status.as_ref()?;
         (s.last_backup.is_some()
+            && s.last_backup_at.is_some()
             && s.first_recoverability_point.is_some()
             && s.last_archived_wal.is_some()
             && condition(&c, "ContinuousArchiving")?.0 == "True")

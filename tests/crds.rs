@@ -137,4 +137,19 @@ fn every_resource_has_status_subresource_and_printer_columns() {
             .collect();
         assert_eq!(names, columns);
     }
+    // `kubectl get pgc` shows the last backup's age and the start of the recoverability window.
+    let clusters = pgha::api::crd::all().remove(0);
+    let columns = clusters.spec.versions[0].additional_printer_columns.clone();
+    let column = |name: &str| {
+        let c = columns.iter().flatten().find(|c| c.name == name).unwrap();
+        (c.type_.clone(), c.json_path.clone())
+    };
+    assert_eq!(
+        column("Last Backup"),
+        ("date".into(), ".status.lastBackupAt".into())
+    );
+    assert_eq!(
+        column("Recoverable From"),
+        ("date".into(), ".status.firstRecoverabilityPoint".into())
+    );
 }

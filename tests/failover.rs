@@ -25,7 +25,7 @@ mod writer;
 use eventually::eventually as wait_for;
 use faults::{Kind, inject, undo};
 use install::{create, healthy, installed, leader, pgha_switchover, ready_because};
-use writer::{Target, Writer, connect, missing, pgbench};
+use writer::{Target, Writer, connect, missing, pgbench, writable};
 
 const NS: &str = "shop";
 
@@ -39,28 +39,6 @@ fn pod(name: &str) -> PodRef {
 async fn primary_of(clusters: &Api<PgCluster>, name: &str) -> String {
     let status = clusters.get(name).await.unwrap().status.unwrap();
     status.current_primary.unwrap()
-}
-
-/// Every instance's own address, probed: the names of those that accept a write.
-async fn writable(instances: &Api<PgInstance>, target: &Target) -> Vec<String> {
-    let mut out = Vec::new();
-    for instance in instances.list(&ListParams::default()).await.unwrap() {
-        let Some(endpoint) = instance.status.as_ref().and_then(|s| s.endpoint.clone()) else {
-            continue;
-        };
-        let Some(c) = connect(target, &endpoint.host, endpoint.port).await else {
-            continue;
-        };
-        let read_only: Option<String> = c
-            .query_one("SHOW transaction_read_only", &[])
-            .await
-            .ok()
-            .map(|r| r.get(0));
-        if read_only.as_deref() == Some("off") {
-            out.push(instance.name_any());
-        }
-    }
-    out
 }
 
 /// One fault on the primary of `orders`: a new primary takes over, nothing acknowledged is
@@ -169,7 +147,7 @@ async fn settled(
     tokio::time::sleep(Duration::from_millis(300)).await;
     let outage = writer.longest_gap(at, Instant::now());
     let writable = wait_for(Duration::from_secs(10), "one writable pod", || async {
-        let w = writable(&instances, target).await;
+        let w = writable(&instances, "orders", target).await;
         (w.len() == 1).then_some(w)
     })
     .await;
@@ -503,7 +481,7 @@ async fn no_candidate_means_no_promotion_and_a_new_leader_finishes_a_failover() 
         Duration::from_secs(30),
         "a write on the new primary",
         || async {
-            let w = writable(&instances, &target).await;
+            let w = writable(&instances, "orders", &target).await;
             (w == [new.clone()]).then_some(())
         },
     )

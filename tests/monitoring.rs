@@ -19,7 +19,7 @@ mod writer;
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
@@ -442,7 +442,50 @@ async fn prometheus_and_kubectl_pgha_status_see_a_frozen_replica() {
         name: frozen.into(),
     };
     cluster.fault(&pod, None, Fault::Freeze).unwrap();
+    let frozen_at = Instant::now();
     let target = Target::rw(&cluster, &client, "shop", "orders", "app").await;
+    // Heard from no more, it leaves -ro: from then on every new connection through -ro reads
+    // on the other replica (six in a row: three would have reached the frozen one in turn).
+    let ro = cluster
+        .service_address("shop", "orders-ro", None)
+        .await
+        .unwrap();
+    let mut streak = (0, Instant::now());
+    while streak.0 < 6 {
+        assert!(
+            frozen_at.elapsed() < Duration::from_secs(30),
+            "-ro still sends reads to the frozen {frozen}"
+        );
+        let read = match connect(&target, &ro.ip().to_string(), ro.port()).await {
+            Some(c) => c.query_one("SELECT 1", &[]).await.is_ok(),
+            None => false,
+        };
+        streak = match (read, streak.0) {
+            (false, _) => (0, Instant::now()),
+            (true, 0) => (1, Instant::now()),
+            (true, n) => (n + 1, streak.1),
+        };
+    }
+    let out_of_ro = streak.1.duration_since(frozen_at);
+    // The cluster is Degraded, and says which instance does not serve.
+    let degraded = eventually(
+        Duration::from_secs(30),
+        "Degraded naming the frozen replica",
+        || async {
+            let status = clusters.get("orders").await.ok()?.status?;
+            let c = status
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Degraded")?;
+            (c.status == "True" && c.message.contains(frozen)).then_some(c)
+        },
+    )
+    .await;
+    println!(
+        "frozen {frozen}: out of -ro after {out_of_ro:?}, Degraded after {:?}: {}",
+        frozen_at.elapsed(),
+        degraded.message
+    );
     let rw = connect(
         &target,
         &target.address.ip().to_string(),
@@ -493,6 +536,14 @@ async fn prometheus_and_kubectl_pgha_status_see_a_frozen_replica() {
         (prometheus.value(&lag).await? == 0.0).then_some(())
     })
     .await;
+    // Back by itself: ready, and the cluster no longer Degraded.
+    let back = eventually(Duration::from_secs(60), "orders Healthy again", || {
+        healthy(&clusters, "orders", 3)
+    })
+    .await;
+    let degraded = back.status.unwrap().conditions;
+    let degraded = degraded.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!(degraded.status, "False", "{degraded:?}");
 }
 
 async fn status_json(cluster: &pgha_e2e::Cluster) -> Value {

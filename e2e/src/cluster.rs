@@ -138,6 +138,9 @@ impl Cluster {
             let _ = std::fs::remove_file(node_dir(&state, &ctx.name).join("stopped"));
             tasks.push(tokio::spawn(node::run(Arc::new(ctx))));
         }
+        if let Some(pid) = plane.apiserver_pid() {
+            std::fs::write(state.join(APISERVER_PID), pid.to_string()).map_err(fail)?;
+        }
         let cluster = Self {
             tasks,
             processes,
@@ -217,9 +220,22 @@ impl Cluster {
         partition::partition(&self.state, pod)
     }
 
+    /// Cuts a pod off the API server only (see [`crate::partition_from_api`]); [`Cluster::heal`]
+    /// ends it.
+    pub fn partition_from_api(&self, pod: &PodRef) -> Result<(), Error> {
+        partition::partition_from_api(&self.state, pod)
+    }
+
     /// Ends a pod's partition.
     pub fn heal(&self, pod: &PodRef) -> Result<(), Error> {
         partition::heal(&self.state, pod)
+    }
+
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the kube-apiserver: every client's requests
+    /// hang, as when a control plane stops answering, while pods, nodes and the pod network
+    /// go on.
+    pub fn pause_apiserver(&self, paused: bool) -> Result<(), Error> {
+        pause_apiserver(&self.state, paused)
     }
 
     /// Waits until a node's Ready condition is True (or, with `ready` false, is not).
@@ -260,6 +276,7 @@ impl Drop for Cluster {
         }
         self.processes.kill_all();
         partition::clear(self.index);
+        let _ = std::fs::remove_file(self.state.join(APISERVER_PID));
     }
 }
 
@@ -369,6 +386,31 @@ pub fn inject(
         )));
     }
     Ok(signalled)
+}
+
+/// The kube-apiserver's PID, in the state directory while the cluster runs.
+const APISERVER_PID: &str = "kube-apiserver.pid";
+
+/// SIGSTOP (or SIGCONT) to the kube-apiserver of the cluster running from `state`.
+pub fn pause_apiserver(state: &Path, paused: bool) -> Result<(), Error> {
+    let path = state.join(APISERVER_PID);
+    let pid: i32 = std::fs::read_to_string(&path)
+        .map_err(|e| {
+            fail(format!(
+                "{}: {e} (is a cluster running there?)",
+                path.display()
+            ))
+        })?
+        .trim()
+        .parse()
+        .map_err(fail)?;
+    let signal = if paused {
+        nix::sys::signal::Signal::SIGSTOP
+    } else {
+        nix::sys::signal::Signal::SIGCONT
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+        .map_err(|e| fail(format!("signalling the kube-apiserver (PID {pid}): {e}")))
 }
 
 pub fn set_node_running(state: &Path, node: &str, running: bool) -> Result<(), Error> {

@@ -187,6 +187,11 @@ impl ControlPlane {
         Ok(plane)
     }
 
+    /// The kube-apiserver's process ID.
+    pub fn apiserver_pid(&self) -> Option<u32> {
+        self.children.get(1).map(std::process::Child::id)
+    }
+
     /// The API server's URL.
     pub fn server(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)

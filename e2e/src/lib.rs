@@ -23,12 +23,12 @@ mod proxy;
 mod volumes;
 
 pub use cluster::{
-    Cluster, ClusterOptions, Fault, PodRef, client, delete_now, inject, logs, service_address,
-    set_node_running,
+    Cluster, ClusterOptions, Fault, PodRef, client, delete_now, inject, logs, pause_apiserver,
+    service_address, set_node_running,
 };
 pub use control_plane::{ControlPlane, KUBERNETES_VERSION, bin_dir};
 pub use images::{Image, ImageTable};
-pub use partition::{heal, partition};
+pub use partition::{heal, partition, partition_from_api};
 
 /// What went wrong, in words a person can act on.
 #[derive(Debug)]

@@ -64,8 +64,18 @@ enum Command {
         action: String,
         node: String,
     },
-    /// Cut a pod off the network (iptables): nothing reaches it, it reaches nothing.
-    Partition { pod: PodRef },
+    /// Cut a pod off the network (iptables): nothing reaches it, it reaches nothing. With
+    /// --from-api, only the API server: it still reaches every pod.
+    Partition {
+        pod: PodRef,
+        #[arg(long)]
+        from_api: bool,
+    },
+    /// Freeze (SIGSTOP) or thaw the kube-apiserver: the control plane stops answering.
+    Apiserver {
+        #[arg(value_parser = ["pause", "resume"])]
+        action: String,
+    },
     /// End a pod's partition.
     Heal { pod: PodRef },
     /// Delete a pod with grace period 0.
@@ -122,7 +132,11 @@ async fn execute(cli: Cli) -> Result<(), Error> {
         Command::Node { action, node } => {
             pgha_e2e::set_node_running(&state, &node, action == "start")
         }
-        Command::Partition { pod } => pgha_e2e::partition(&state, &pod),
+        Command::Partition { pod, from_api } if from_api => {
+            pgha_e2e::partition_from_api(&state, &pod)
+        }
+        Command::Partition { pod, .. } => pgha_e2e::partition(&state, &pod),
+        Command::Apiserver { action } => pgha_e2e::pause_apiserver(&state, action == "pause"),
         Command::Heal { pod } => pgha_e2e::heal(&state, &pod),
         Command::DeleteNow { pod } => {
             let client = pgha_e2e::client(&state.join("kubeconfig")).await?;

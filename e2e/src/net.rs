@@ -36,6 +36,12 @@ pub fn service_cidr(index: u8) -> String {
     format!("127.{}.0.0/16", 240 + index)
 }
 
+/// The `kubernetes` Service's cluster IP in block `index` (the first of its range), where
+/// pods reach the API server.
+pub fn kubernetes_service_ip(index: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 240 + index, 0, 1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +62,6 @@ mod tests {
             Ipv4Addr::new(127, 1, 255, 254)
         );
         assert_eq!(service_cidr(3), "127.243.0.0/16");
+        assert_eq!(kubernetes_service_ip(3), Ipv4Addr::new(127, 243, 0, 1));
     }
 }

@@ -119,6 +119,22 @@ impl PodNet {
     }
 }
 
+impl PodNet {
+    /// The rules that cut the pod's processes off the API server only: what they send to the
+    /// `kubernetes` Service and what comes back on those connections.
+    fn api_rules(&self) -> [Vec<String>; 2] {
+        let api = crate::net::kubernetes_service_ip(self.cluster).to_string();
+        let cgroup = ["-m", "cgroup", "--path", &self.cgroup, "-p", "tcp"];
+        let mut out = words(&["OUTPUT"]);
+        out.extend(words(&cgroup));
+        out.extend(words(&["-d", &api, "--dport", "443"]));
+        let mut back = words(&["INPUT"]);
+        back.extend(words(&cgroup));
+        back.extend(words(&["-s", &api, "--sport", "443"]));
+        [out, back]
+    }
+}
+
 fn words(list: &[&str]) -> Vec<String> {
     list.iter().map(|w| w.to_string()).collect()
 }
@@ -131,8 +147,20 @@ fn tag(cluster: u8, pod: &PodRef) -> String {
 /// container restarts (their processes join the same cgroup). Partitioning twice is a no-op.
 pub fn partition(state: &Path, pod: &PodRef) -> Result<(), Error> {
     let net = PodNet::read(state, pod)?;
+    add(&net, pod, net.rules().into_iter())
+}
+
+/// Cuts a running pod off the API server while it still reaches, and is reached by, every
+/// pod: a control plane that this node cannot reach. [`heal`] ends it too.
+pub fn partition_from_api(state: &Path, pod: &PodRef) -> Result<(), Error> {
+    let net = PodNet::read(state, pod)?;
+    add(&net, pod, net.api_rules().into_iter())
+}
+
+fn add(net: &PodNet, pod: &PodRef, rules: impl Iterator<Item = Vec<String>>) -> Result<(), Error> {
     let tag = tag(net.cluster, pod);
-    let added = net.rules().into_iter().try_for_each(|mut rule| {
+    let mut rules = rules;
+    let added = rules.try_for_each(|mut rule| {
         rule.extend(words(&["-m", "comment", "--comment", &tag, "-j", "DROP"]));
         if rule_exists(&rule)? {
             Ok(())
@@ -267,5 +295,13 @@ mod tests {
             name: "db-1".into(),
         };
         assert_eq!(tag(7, &pod), "pgha-e2e:7:ns/db-1");
+        let api: Vec<String> = net.api_rules().iter().map(|r| r.join(" ")).collect();
+        assert_eq!(
+            api,
+            [
+                "OUTPUT -m cgroup --path pgha-e2e/7/uid -p tcp -d 127.247.0.1 --dport 443",
+                "INPUT -m cgroup --path pgha-e2e/7/uid -p tcp -s 127.247.0.1 --sport 443",
+            ]
+        );
     }
 }

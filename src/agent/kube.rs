@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret as KubeSecret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -19,11 +19,23 @@ use super::ConfigState;
 use super::error::{AgentError, Result};
 use super::status::Status;
 use crate::api::PgInstance;
-use crate::api::instance::InstanceBackup;
+use crate::api::instance::{InstanceBackup, LeaseOutage};
 use crate::k8s::apply_status;
 use crate::plan::agent::{Endpoint, Orders};
 use crate::plan::names::{self, SecretKind};
+use crate::plan::status::condition;
 use crate::plan::tls::{Material, Sources};
+
+/// The orders in the PgInstance named `name`, if the store has it.
+fn orders_in(store: &Store<PgInstance>, name: &str) -> Option<Orders> {
+    let instance = store
+        .state()
+        .into_iter()
+        .find(|i| i.metadata.name.as_deref() == Some(name))?;
+    let mut orders = Orders::from_spec(&instance.spec);
+    orders.generation = instance.metadata.generation;
+    Some(orders)
+}
 
 /// The field manager of what the agent writes.
 pub const FIELD_MANAGER: &str = "pgha-agent";
@@ -85,21 +97,21 @@ impl ApiOrders {
     }
 
     pub fn read(&self) -> Result<Orders> {
-        let instance = self
-            .store
-            .state()
-            .into_iter()
-            .find(|i| i.metadata.name.as_deref() == Some(&self.name))
-            .ok_or_else(|| {
-                AgentError::Refused(format!(
-                    "PgInstance {}/{} does not exist (or this ServiceAccount may not watch it)",
-                    self.namespace, self.name
-                ))
-            })?;
-        let mut orders = Orders::from_spec(&instance.spec);
-        orders.generation = instance.metadata.generation;
+        let orders = orders_in(&self.store, &self.name).ok_or_else(|| {
+            AgentError::Refused(format!(
+                "PgInstance {}/{} does not exist (or this ServiceAccount may not watch it)",
+                self.namespace, self.name
+            ))
+        })?;
         super::run::desired(&orders)?;
         Ok(orders)
+    }
+
+    /// Reads the orders as the watch has them at each call (for the members' vouching,
+    /// which must not wait for the agent's loop).
+    pub fn now(&self) -> super::peers::OrdersNow {
+        let (store, name) = (self.store.clone(), self.name.clone());
+        Box::new(move || orders_in(&store, &name))
     }
 
     /// Where the instance's certificates come from now (its cluster's `spec.tls`).
@@ -112,6 +124,17 @@ impl ApiOrders {
             &instance.spec.cluster,
             instance.spec.tls.as_ref(),
         ))
+    }
+
+    /// The conditions of the PgInstance's status as stored now.
+    pub fn conditions(&self) -> Vec<Condition> {
+        let instances = self.store.state();
+        instances
+            .iter()
+            .find(|i| i.metadata.name.as_deref() == Some(&self.name))
+            .and_then(|i| i.status.as_ref())
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default()
     }
 
     /// The PgCluster the instance belongs to.
@@ -236,6 +259,8 @@ pub struct Applied {
     pub config_generation: Option<i64>,
     /// The backup ordered last, and how it went.
     pub backup: Option<InstanceBackup>,
+    /// The last time the primary Lease went unrenewed while this agent served on.
+    pub lease_outage: Option<LeaseOutage>,
 }
 
 /// Writes the agent's observations to its PgInstance's status when they change.
@@ -245,6 +270,8 @@ pub struct StatusWriter {
     endpoint: Endpoint,
     /// What was written last, and when.
     last: Mutex<Option<(serde_json::Value, std::time::Instant)>>,
+    /// The conditions as last written (at the start, as the PgInstance had them).
+    conditions: Mutex<Vec<Condition>>,
 }
 
 /// Unchanged fields are written again this often: the instance controller overrides `ready`
@@ -270,31 +297,43 @@ fn settled(fields: &serde_json::Value) -> serde_json::Value {
 
 /// `ConfigInvalid`: True while Postgres refuses the ordered configuration (and runs on the
 /// last one it loaded), with its messages.
-fn config_condition(config: &ConfigState) -> serde_json::Value {
-    let (status, reason, message) = match &config.refused {
-        Some(why) => ("True", "PostgresRefused", why.clone()),
+/// Its `lastTransitionTime` is the one in `previous` (what the PgInstance says now, also
+/// across restarts of the agent) while the status is the same.
+fn config_condition(config: &ConfigState, previous: &[Condition]) -> Condition {
+    let (refused, reason, message) = match &config.refused {
+        Some(why) => (true, "PostgresRefused", why.clone()),
         None => (
-            "False",
+            false,
             "Loaded",
             "Postgres runs on the ordered configuration".to_string(),
         ),
     };
-    json!({
-        "type": "ConfigInvalid",
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": Time(config.since),
-    })
+    condition(
+        previous,
+        "ConfigInvalid",
+        refused,
+        reason,
+        message,
+        None,
+        &Time(config.since),
+    )
 }
 
 impl StatusWriter {
-    pub fn new(client: Client, namespace: &str, name: &str, endpoint: Endpoint) -> Self {
+    /// `conditions` are the PgInstance's as the agent finds them at its start.
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        endpoint: Endpoint,
+        conditions: Vec<Condition>,
+    ) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
             name: name.to_string(),
             endpoint,
             last: Mutex::new(None),
+            conditions: Mutex::new(conditions),
         }
     }
 
@@ -325,7 +364,8 @@ impl StatusWriter {
                 "lastError": a.last_error,
             })),
             "backup": applied.backup,
-            "conditions": [config_condition(&status.config)],
+            "lastLeaseOutage": applied.lease_outage,
+            "conditions": [config_condition(&status.config, &self.conditions.lock().unwrap_or_else(|e| e.into_inner()))],
             "passwordsSetAt": status.passwords_set_at.map(Time),
         })
     }
@@ -353,8 +393,49 @@ impl StatusWriter {
                 "writing the status of PgInstance {}",
                 self.name
             )))?;
+        if let Some(written) = fields
+            .get("conditions")
+            .and_then(|c| serde_json::from_value(c.clone()).ok())
+        {
+            *self.conditions.lock().unwrap_or_else(|e| e.into_inner()) = written;
+        }
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((fields, std::time::Instant::now()));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    #[test]
+    fn a_restarted_agent_keeps_the_transition_time_of_an_unchanged_condition() {
+        let then = Timestamp::from_second(1_000).unwrap();
+        let now = Timestamp::from_second(2_000).unwrap();
+        let loaded = ConfigState {
+            refused: None,
+            since: now,
+        };
+        let before = config_condition(
+            &ConfigState {
+                refused: None,
+                since: then,
+            },
+            &[],
+        );
+        assert_eq!(before.last_transition_time, Time(then));
+        // The agent restarted (its state says `now`); the status it finds is unchanged.
+        let kept = config_condition(&loaded, std::slice::from_ref(&before));
+        assert_eq!(kept.last_transition_time, Time(then));
+        // A refusal is a transition.
+        let refused = ConfigState {
+            refused: Some("work_mem: invalid value".into()),
+            since: now,
+        };
+        let moved = config_condition(&refused, &[kept]);
+        assert_eq!(moved.status, "True");
+        assert_eq!(moved.last_transition_time, Time(now));
     }
 }

@@ -16,12 +16,13 @@ use tokio::time::Instant;
 
 use super::Agent;
 use super::status::Status;
-use crate::api::instance::PrimaryLease;
+use crate::api::instance::{LeaseOutage, PrimaryLease};
 use crate::k8s::lease::{LeaseApi, Renewal, Takeover};
 use crate::plan::lease::{
-    AGENT_RUN_ANNOTATION, LSN_ANNOTATION, SYNCHRONOUS_ANNOTATION, SYSTEM_ID_ANNOTATION,
-    TIMELINE_ANNOTATION, holds_for,
+    AGENT_RUN_ANNOTATION, API_RETURNED_ANNOTATION, LSN_ANNOTATION, SYNCHRONOUS_ANNOTATION,
+    SYSTEM_ID_ANNOTATION, TIMELINE_ANNOTATION, holds_for,
 };
+use crate::plan::vouch;
 
 /// What the orders ask of the Lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,12 +50,28 @@ pub struct LeaseKeeper {
 
 struct KeeperState {
     wanted: Wanted,
-    /// Until when this agent may act as primary: its last successful renewal's send time
-    /// plus the Lease time less the margin.
+    /// Until when this agent may act as primary on its Lease: its last successful renewal's
+    /// send time plus the Lease time less the margin.
     held_until: Option<Instant>,
+    /// Until when it may on the promises of a majority of the members (`agent::peers`),
+    /// while the Lease cannot be renewed.
+    vouched_until: Option<Instant>,
+    /// When the last successful renewal was sent.
+    renewed_at: Option<Instant>,
+    /// The last stretch the Lease went unrenewed for longer than its time while this agent
+    /// held on: when it ended, and how long it was.
+    last_outage: Option<LeaseOutage>,
     annotations: BTreeMap<String, String>,
     /// Whether this run has renewed the Lease yet.
     renewed_once: bool,
+}
+
+impl KeeperState {
+    /// No more holding, on the Lease or on vouches.
+    fn let_go(&mut self) {
+        self.held_until = None;
+        self.vouched_until = None;
+    }
 }
 
 impl LeaseKeeper {
@@ -70,6 +87,9 @@ impl LeaseKeeper {
             state: Mutex::new(KeeperState {
                 wanted: Wanted::Nothing,
                 held_until: None,
+                vouched_until: None,
+                renewed_at: None,
+                last_outage: None,
                 annotations: BTreeMap::new(),
                 renewed_once: false,
             }),
@@ -105,7 +125,7 @@ impl LeaseKeeper {
     }
 
     async fn hand_back(&self, agent: &Agent, lease: &PrimaryLease) {
-        self.lock().held_until = None;
+        self.lock().let_go();
         // Only once no Postgres process is left: the fence is complete.
         if agent.is_fenced() && agent.postmaster_pid().is_none() {
             self.release(lease).await;
@@ -127,9 +147,19 @@ impl LeaseKeeper {
         }
     }
 
-    /// Whether this agent holds the Lease now.
+    /// Whether this agent may act as primary now: on its Lease, or on a majority's vouches.
     pub fn holding(&self) -> bool {
-        self.lock().held_until.is_some_and(|u| Instant::now() < u)
+        let state = self.lock();
+        let now = Instant::now();
+        [state.held_until, state.vouched_until]
+            .into_iter()
+            .flatten()
+            .any(|until| now < until)
+    }
+
+    /// The last time the Lease went unrenewed past its time while this agent held on.
+    pub fn last_outage(&self) -> Option<LeaseOutage> {
+        self.lock().last_outage.clone()
     }
 
     /// The primary's WAL position for the next renewal.
@@ -160,6 +190,7 @@ impl LeaseKeeper {
     /// Runs for the agent's life: renews while told to hold, fences when the hold runs out,
     /// hands the Lease back once fenced when told to.
     pub async fn run(self: Arc<Self>, agent: Arc<Agent>) {
+        tokio::spawn(self.clone().vouching(agent.clone()));
         loop {
             let wanted = self.lock().wanted.clone();
             let pause = match &wanted {
@@ -169,7 +200,7 @@ impl LeaseKeeper {
                     renew_every(lease)
                 }
                 Wanted::Nothing => {
-                    self.lock().held_until = None;
+                    self.lock().let_go();
                     Duration::from_millis(100)
                 }
             };
@@ -186,13 +217,27 @@ impl LeaseKeeper {
         if !self.lock().renewed_once && self.left_by_another_run(&api, lease).await {
             return renew_every(lease);
         }
-        let mut annotations = self.lock().annotations.clone();
+        let sent = Instant::now();
+        let lease_time = Duration::from_secs(lease.duration_seconds.max(1) as u64);
+        let mut annotations = {
+            let state = self.lock();
+            let mut annotations = state.annotations.clone();
+            // A renewal after a lapse tells the operator the API was away from here too.
+            let returned = if state.renewed_at.is_some_and(|at| sent - at > lease_time) {
+                Some(k8s_openapi::jiff::Timestamp::now())
+            } else {
+                state.last_outage.as_ref().map(|o| o.ended.0)
+            };
+            if let Some(at) = returned {
+                annotations.insert(API_RETURNED_ANNOTATION.to_string(), at.to_string());
+            }
+            annotations
+        };
         annotations.insert(AGENT_RUN_ANNOTATION.to_string(), self.run.clone());
         let renewal = Renewal {
             duration_seconds: lease.duration_seconds,
             annotations: Some(annotations),
         };
-        let sent = Instant::now();
         // While holding, waiting for an answer past the hold is no use: the fence comes
         // first. Once the hold ran out, a renewal may take its time.
         let patience = self
@@ -209,13 +254,24 @@ impl LeaseKeeper {
         match outcome {
             Ok(Ok(true)) => {
                 let mut state = self.lock();
+                let lapse = state.renewed_at.map(|at| sent - at);
+                if let Some(lapse) = lapse.filter(|l| *l > lease_time) {
+                    tracing::warn!(lease = %lease.name, unrenewed = ?lapse, "the primary Lease is renewed again; the members' vouches kept this primary serving meanwhile");
+                    state.last_outage = Some(LeaseOutage {
+                        ended: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                            k8s_openapi::jiff::Timestamp::now(),
+                        ),
+                        seconds: lapse.as_secs_f64(),
+                    });
+                }
                 state.held_until = Some(sent + holds_for(lease));
+                state.renewed_at = Some(sent);
                 state.renewed_once = true;
                 drop(state);
                 self.renewed.notify_waiters();
             }
             Ok(Ok(false)) => {
-                self.lock().held_until = None;
+                self.lock().let_go();
                 if agent.runs_as_primary() {
                     tracing::error!(lease = %lease.name, "the primary Lease is held by another; fencing");
                     agent.fence_now().await;
@@ -229,6 +285,59 @@ impl LeaseKeeper {
             agent.fence_now().await;
         }
         renew_every(lease)
+    }
+
+    /// Runs beside the renewals: while the Lease has gone unrenewed for one and a half renew
+    /// intervals, asks the members to vouch every interval, and fences when neither the Lease
+    /// nor a majority's promises hold. A cluster of one needs nobody's promise, so it never
+    /// stops over the API. Only after this run renewed once: a restarted primary is judged
+    /// by the operator first.
+    async fn vouching(self: Arc<Self>, agent: Arc<Agent>) {
+        loop {
+            let (wanted, due) = {
+                let state = self.lock();
+                let due = |lease: &PrimaryLease| {
+                    state.renewed_once
+                        && state
+                            .renewed_at
+                            .is_none_or(|at| at.elapsed() >= renew_every(lease) * 3 / 2)
+                };
+                let due = matches!(&state.wanted, Wanted::Hold(lease) if due(lease));
+                (state.wanted.clone(), due)
+            };
+            let Wanted::Hold(lease) = wanted else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let every = renew_every(&lease);
+            if due && let Some(round) = agent.peers().round(every).await {
+                let lasting =
+                    Duration::from_secs(u64::try_from(lease.duration_seconds).unwrap_or(0));
+                let margin =
+                    Duration::from_millis(u64::try_from(lease.fence_margin_millis).unwrap_or(0));
+                let until =
+                    vouch::held_until(round.sent, round.granted, round.members, lasting, margin)
+                        .map(Instant::from_std);
+                {
+                    let mut state = self.lock();
+                    if state.wanted == Wanted::Hold(lease.clone()) {
+                        state.vouched_until = state.vouched_until.max(until);
+                    }
+                }
+                if until.is_none() {
+                    tracing::warn!(
+                        granted = round.granted,
+                        members = round.members,
+                        "the primary Lease is not renewed and too few members vouch for this primary"
+                    );
+                }
+                if !self.holding() && agent.runs_as_primary() {
+                    tracing::error!(lease = %lease.name, "neither the primary Lease nor a majority of the members hold this primary; fencing");
+                    agent.fence_now().await;
+                }
+            }
+            tokio::time::sleep(every).await;
+        }
     }
 
     /// Before its first renewal: whether the Lease still carries an earlier run's mark. Then

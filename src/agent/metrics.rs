@@ -469,6 +469,7 @@ mod tests {
                 since: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
             },
             passwords_set_at: None,
+            promises: Vec::new(),
         }
     }
 

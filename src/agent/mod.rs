@@ -11,6 +11,7 @@ pub mod http;
 pub mod kube;
 pub mod lease;
 pub mod metrics;
+pub mod peers;
 pub mod pgbin;
 pub mod postmaster;
 pub mod restore;
@@ -60,6 +61,8 @@ pub struct Agent {
     state: Mutex<State>,
     /// The status and metrics reads' connection.
     kept: sql::KeptConnection,
+    /// The promises this member made to its primary, and its part in vouching.
+    peers: peers::Peers,
 }
 
 /// How long the status and metrics reads may take: a frozen server must not hold up the
@@ -122,6 +125,7 @@ impl Agent {
             credentials: Mutex::new(credentials),
             ops: tokio::sync::Mutex::new(()),
             kept: sql::KeptConnection::default(),
+            peers: peers::Peers::default(),
             state: Mutex::new(State {
                 desired,
                 serving: false,
@@ -142,6 +146,11 @@ impl Agent {
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// Its part in the members' vouching for their primary.
+    pub fn peers(&self) -> &peers::Peers {
+        &self.peers
     }
 
     /// The role the agent holds (or is bringing the instance to).
@@ -483,6 +492,7 @@ impl Agent {
             streamed_from: None,
             config,
             passwords_set_at,
+            promises: self.peers.running(),
         };
         if !matches!(status.postmaster.run, RunState::Running { .. }) {
             return (status, None);

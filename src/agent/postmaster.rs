@@ -142,6 +142,8 @@ struct Supervisor {
     child: Option<Child>,
     restart_at: Option<tokio::time::Instant>,
     crashes: Vec<Instant>,
+    /// When the crash loop reported now ends, if nothing crashes again.
+    loop_ends: Option<tokio::time::Instant>,
     policy: RestartPolicy,
 }
 
@@ -153,6 +155,7 @@ impl Supervisor {
             child: None,
             restart_at: None,
             crashes: Vec::new(),
+            loop_ends: None,
             policy: RestartPolicy::default(),
         }
     }
@@ -186,6 +189,11 @@ impl Supervisor {
                 exit = wait(&mut self.child) => {
                     self.child = None;
                     self.crashed(exit);
+                }
+                () = sleep_until(self.loop_ends) => {
+                    self.loop_ends = None;
+                    tracing::info!("no crash for the crash-loop window: the crash loop is over");
+                    self.status.send_modify(|s| s.crash_loop = false);
                 }
                 () = sleep_until(self.restart_at) => {
                     self.restart_at = None;
@@ -248,6 +256,8 @@ impl Supervisor {
             .retain(|t| now.duration_since(*t) < self.policy.window);
         self.crashes.push(now);
         self.restart_at = Some(tokio::time::Instant::now() + decision.delay);
+        self.loop_ends = restart::crash_loop_ends(&self.policy, &self.crashes, now)
+            .map(tokio::time::Instant::from_std);
         tracing::error!(exit = %how, restart_in = ?decision.delay, crash_loop = decision.crash_loop, "postmaster died unexpectedly");
         self.status.send_modify(|s| {
             s.run = RunState::Restarting {

@@ -196,6 +196,12 @@ impl Agent {
             && self.lock().desired == Desired::Primary
     }
 
+    /// Whether the data directory is a standby's (it has a `standby.signal`): started as a
+    /// primary, it is promoted.
+    pub fn is_standby_dir(&self) -> bool {
+        self.settings.data_dir.join("standby.signal").exists()
+    }
+
     /// Whether the data directory was last a primary: such a directory must be rewound
     /// before it can follow another primary. A fresh clone carries the primary's control
     /// file (and a `backup_label`), and a replica a `standby.signal`: neither was a primary.

@@ -116,6 +116,7 @@ pub async fn run(
             restarted: first.restart,
             config_generation: None,
             backup: None,
+            lease_outage: None,
         };
         let backups = Arc::new(Backups::default());
         let mut last_report = std::time::Instant::now();
@@ -164,6 +165,7 @@ pub async fn run(
                 let now = agent.status().await;
                 if let Some(keeper) = &keeper {
                     keeper.publish(&now);
+                    applied.lease_outage = keeper.last_outage();
                 }
                 if let Err(e) = writer.publish(&now, &applied).await {
                     tracing::warn!(error = %e, "status not written; retrying");
@@ -199,10 +201,22 @@ async fn bring_up(agent: &Agent, source: &OrdersSource, keeper: Option<&LeaseKee
             return agent.fence().await.map(drop);
         }
         agent.bootstrap(orders.recovery.as_ref()).await?;
-        match orders.upstream()? {
+        let upstream = orders.upstream()?;
+        // A standby's data directory started as primary is a promotion (see `step`).
+        let unvouched = match upstream {
+            None if may_lead(keeper, &orders) && agent.is_standby_dir() => {
+                agent.peers().may_take_over().await.err()
+            }
+            _ => None,
+        };
+        match upstream {
             None if !may_lead(keeper, &orders) => Err(AgentError::Refused(
                 "waiting for the primary Lease before starting as primary".into(),
             )),
+            None if unvouched.is_some() => Err(AgentError::Refused(format!(
+                "waiting for a majority of the members before starting as primary: {}",
+                unvouched.unwrap_or_default()
+            ))),
             Some(primary) if agent.was_primary().await? => {
                 agent.rejoin(primary.clone()).await.map(drop)
             }
@@ -269,6 +283,14 @@ async fn step(
         if !soon {
             return false;
         }
+    }
+    // A promotion also needs a majority of the members to vouch for no other primary: one
+    // that cannot reach the API may still serve on their promises (`agent::peers`).
+    if step == Step::Promote
+        && let Err(why) = agent.peers().may_take_over().await
+    {
+        tracing::warn!(reason = %why, "waiting before promoting");
+        return false;
     }
     tracing::info!(?step, instance = %agent.settings().name, "carrying out orders");
     let fencing = step == Step::Fence;

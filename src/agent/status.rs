@@ -29,6 +29,10 @@ pub struct Status {
     pub config: super::ConfigState,
     /// When this agent last set the passwords of the cluster's Secrets (as primary).
     pub passwords_set_at: Option<k8s_openapi::jiff::Timestamp>,
+    /// The promises not to be promoted this member keeps to a primary that cannot renew
+    /// its Lease (see `agent::peers`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub promises: Vec<crate::plan::vouch::PromiseReport>,
 }
 
 /// What a running server says about itself.

@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::common::{S3Spec, StorageSpec, resources_schema};
 use super::postgres::{
-    owned_parameters_rule, parameter_names_rule, parameter_values_rule, wal_level_rule,
+    known_parameters_rule, owned_parameters_rule, parameter_names_rule, parameter_values_rule,
+    wal_level_rule,
 };
 
 /// The longest cluster name: children add at most 13 characters (`-replication`, `-32-init`)
@@ -34,7 +35,7 @@ pub const MAX_CLUSTER_NAME: usize = 50;
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyInstances"),
     printcolumn(name = "Primary", type_ = "string", json_path = ".status.currentPrimary"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Last Backup", type_ = "string", json_path = ".status.lastBackup"),
+    printcolumn(name = "Last Backup", type_ = "date", json_path = ".status.lastBackupAt"),
     printcolumn(
         name = "Recoverable From",
         type_ = "date",
@@ -51,6 +52,7 @@ pub const MAX_CLUSTER_NAME: usize = 50;
 #[x_kube(validation = Rule::new(
     "self.replication.synchronous.mode == 'off' || self.replication.synchronous.number < self.instances"
 ).message("replication.synchronous.number must be less than instances: synchronous standbys are replicas, and the primary is one of the instances (raise instances or lower the number)"))]
+#[x_kube(validation = known_parameters_rule())]
 pub struct PgClusterSpec {
     /// Number of Postgres instances: one primary and `instances - 1` streaming replicas.
     #[serde(default = "default_instances")]
@@ -572,9 +574,16 @@ pub struct PgClusterStatus {
     /// `RestoreVerified`, `CertificatesReady`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The last time the primary served without renewing its Lease, on its members'
+    /// promises (the Kubernetes API did not answer it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_lease_outage: Option<super::instance::LeaseOutage>,
     /// Name of the newest completed PgBackup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<String>,
+    /// When the newest completed PgBackup completed (`kubectl get pgc` shows its age).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_backup_at: Option<Time>,
     /// The earliest point in time the cluster can be restored to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_recoverability_point: Option<Time>,

@@ -96,6 +96,28 @@ pub struct PgInstanceSpec {
     /// The cluster's `spec.tls`: where the server certificate comes from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+    /// The cluster's instances and their pods' addresses, for the members' promises to
+    /// their primary over the pod network when the Kubernetes API does not answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<Peer>,
+}
+
+/// A stretch of time a primary served without renewing its Lease.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseOutage {
+    /// When the Lease was renewed again.
+    pub ended: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    /// How long it went unrenewed.
+    pub seconds: f64,
+}
+
+/// A member of the cluster and where its agent listens.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Peer {
+    pub name: String,
+    /// Its pod's address.
+    pub host: String,
 }
 
 /// A PgBackup assigned to an instance.
@@ -164,6 +186,10 @@ pub struct PgInstanceStatus {
     /// The postmaster crashed three times within two minutes.
     #[serde(default)]
     pub crash_loop: bool,
+    /// The last time this primary served on its members' promises because its Lease could
+    /// not be renewed (the Kubernetes API did not answer it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_lease_outage: Option<LeaseOutage>,
     /// WAL received from the primary (replica only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub received_lsn: Option<String>,

@@ -138,3 +138,52 @@ pub fn parameter_values_rule() -> Rule {
     )
     .message("parameter values may not contain line breaks or NUL characters")
 }
+
+/// The parameters each Postgres major lets `postgresql.conf` set, for the majors whose list
+/// is generated (`scripts/pg-parameters.sh`): the only ones the API accepts for that major,
+/// besides extension parameters (`pg_stat_statements.max`), which have a dot.
+pub const KNOWN_PARAMETERS: &[(i32, &str)] = &[(15, include_str!("parameters/15.txt"))];
+
+/// The names of `major`'s parameters, or None when its list is not generated.
+pub fn known_parameters(major: i32) -> Option<Vec<&'static str>> {
+    let (_, text) = KNOWN_PARAMETERS.iter().find(|(m, _)| *m == major)?;
+    Some(
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect(),
+    )
+}
+
+/// Rule on the cluster spec: every parameter name without a dot is one the cluster's major
+/// knows (`work_mme` is refused).
+pub fn known_parameters_rule() -> Rule {
+    let unknown: Vec<String> = KNOWN_PARAMETERS
+        .iter()
+        .filter_map(|(major, _)| {
+            // A map literal: looking a key up in it costs the API server's CEL budget little,
+            // where a list of 300 names is compared one by one.
+            let names: Vec<String> = known_parameters(*major)?
+                .iter()
+                .map(|n| format!("'{n}': true"))
+                .collect();
+            Some(format!(
+                "(self.postgresVersion == {major} && !(k in {{{}}}))",
+                names.join(", ")
+            ))
+        })
+        .collect();
+    let unknown = format!("!k.contains('.') && ({})", unknown.join(" || "));
+    let parameters = "self.postgresql.parameters";
+    Rule::new(format!(
+        "!has(self.postgresql) || !has({parameters}) || !{parameters}.exists(k, {unknown})"
+    ))
+    // A message naming the name would be estimated over the API server's CEL budget (map
+    // keys have no length limit); the rule itself is cheap.
+    .message(kube::core::Message::Message(
+        "spec.postgresql.parameters: a name without a dot that is not a parameter of the \
+         cluster's PostgreSQL major: check its spelling against `SELECT name FROM pg_settings` \
+         (extensions' parameters have a dot, as in pg_stat_statements.max)"
+            .into(),
+    ))
+}

@@ -164,7 +164,14 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
                 if secrets.is_none() && !args.init_only {
                     tracing::warn!("no PgCluster in the orders: Secrets are not watched");
                 }
-                let status = StatusWriter::new(client, &args.namespace, &settings.name, endpoint);
+                let conditions = orders.conditions();
+                let status = StatusWriter::new(
+                    client,
+                    &args.namespace,
+                    &settings.name,
+                    endpoint,
+                    conditions,
+                );
                 (
                     OrdersSource::Api(orders),
                     Some(status),
@@ -182,6 +189,7 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
             let store = stores::prepare(&settings, "archive", s3, &args.archive_credentials_dir)?;
             settings.archive = Some(archive_commands(&store)?);
         }
+        let replication = credentials.replication.expose().to_string();
         let agent = Arc::new(Agent::new(
             settings,
             credentials,
@@ -192,6 +200,14 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
             let done = agent.bootstrap(first.recovery.as_ref()).await?;
             tracing::info!(?done, "data directory ready");
             return Ok(());
+        }
+        if let OrdersSource::Api(api) = &orders
+            && let Some(cluster) = api.cluster()
+        {
+            let host = agent.settings().listen_address.clone();
+            agent
+                .peers()
+                .attach(api.now(), &cluster, &host, &replication);
         }
         let listener = tokio::net::TcpListener::bind(args.status_addr).await?;
         tokio::spawn(http::serve(agent.clone(), listener));

@@ -2,6 +2,7 @@
 //! cluster's objects, its Events, every agent's `/status` and the recent log of every pod.
 //! Secrets are listed by name and keys: no value leaves the cluster.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -44,18 +45,26 @@ async fn report(args: ReportArgs) -> Result<(), Failure> {
     let ours = of_cluster(name);
     let ns = namespace.as_str();
     let mut entries: Vec<Entry> = vec![("pgcluster.yaml".into(), yaml(&[cluster])?)];
-    entries.push(listed::<PgInstance>(&client, ns, &ours, "pginstances").await?);
-    entries.push(listed::<PgBackup>(&client, ns, &ours, "pgbackups").await?);
-    entries.push(listed::<Pod>(&client, ns, &ours, "pods").await?);
-    entries.push(listed::<Service>(&client, ns, &ours, "services").await?);
-    entries.push(listed::<PersistentVolumeClaim>(&client, ns, &ours, "pvcs").await?);
-    entries.push(listed::<ConfigMap>(&client, ns, &ours, "configmaps").await?);
-    entries.push(listed::<PodDisruptionBudget>(&client, ns, &ours, "pdbs").await?);
-    entries.push(listed::<Lease>(&client, ns, &ours, "leases").await?);
+    // Every object of the cluster by name, for its Events.
+    let mut names = BTreeSet::from([name.clone()]);
+    for (entry, listed_names) in [
+        listed::<PgInstance>(&client, ns, &ours, "pginstances").await?,
+        listed::<PgBackup>(&client, ns, &ours, "pgbackups").await?,
+        listed::<Pod>(&client, ns, &ours, "pods").await?,
+        listed::<Service>(&client, ns, &ours, "services").await?,
+        listed::<PersistentVolumeClaim>(&client, ns, &ours, "pvcs").await?,
+        listed::<ConfigMap>(&client, ns, &ours, "configmaps").await?,
+        listed::<PodDisruptionBudget>(&client, ns, &ours, "pdbs").await?,
+        listed::<Lease>(&client, ns, &ours, "leases").await?,
+    ] {
+        entries.push(entry);
+        names.extend(listed_names);
+    }
 
     let secrets = Api::<Secret>::namespaced(client.clone(), ns)
         .list(&ours)
         .await?;
+    names.extend(secrets.iter().map(ResourceExt::name_any));
     let secrets: Vec<SecretSummary> = secrets.iter().map(summary).collect();
     entries.push(("secrets.yaml".into(), yaml(&secrets)?));
 
@@ -65,16 +74,11 @@ async fn report(args: ReportArgs) -> Result<(), Failure> {
         .iter()
         .map(|i| i.name_any())
         .collect();
-    let mut events = Api::<Event>::namespaced(client.clone(), ns)
+    let events = Api::<Event>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await?
         .items;
-    events.retain(|e| {
-        e.involved_object
-            .name
-            .as_ref()
-            .is_some_and(|n| n == name || n.starts_with(&format!("{name}-")))
-    });
+    let events = about(events, &names);
     entries.push(("events.yaml".into(), yaml(&events)?));
 
     let pods = Api::<Pod>::namespaced(client.clone(), ns);
@@ -113,12 +117,24 @@ async fn report(args: ReportArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The Events whose object is one of `names`, exactly: a cluster `orders-x` is not `orders`'s.
+fn about(mut events: Vec<Event>, names: &BTreeSet<String>) -> Vec<Event> {
+    events.retain(|e| {
+        e.involved_object
+            .name
+            .as_ref()
+            .is_some_and(|n| names.contains(n))
+    });
+    events
+}
+
+/// The objects of kind `K` that `params` select, as a file of the report, and their names.
 async fn listed<K>(
     client: &Client,
     namespace: &str,
     params: &ListParams,
     file: &str,
-) -> Result<Entry, Failure>
+) -> Result<(Entry, Vec<String>), Failure>
 where
     K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -134,17 +150,16 @@ where
     {
         Ok(list) => list.items,
         Err(e) => {
-            return Ok((
-                format!("{file}.yaml"),
-                format!("# not listed: {e}\n").into_bytes(),
-            ));
+            let note = format!("# not listed: {e}\n").into_bytes();
+            return Ok(((format!("{file}.yaml"), note), Vec::new()));
         }
     };
     // Who wrote which field is noise in a support ticket.
     items
         .iter_mut()
         .for_each(|o| o.meta_mut().managed_fields = None);
-    Ok((format!("{file}.yaml"), yaml(&items)?))
+    let names = items.iter().map(|o| o.name_any()).collect();
+    Ok(((format!("{file}.yaml"), yaml(&items)?), names))
 }
 
 fn yaml<T: Serialize>(items: &[T]) -> Result<Vec<u8>, Failure> {
@@ -193,6 +208,32 @@ fn write_tarball(file: &std::path::Path, top: &str, entries: &[Entry]) -> std::i
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_of_a_cluster_whose_name_starts_alike_are_not_reported() {
+        let event = |name: &str| -> Event {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("{name}.1")},
+                "involvedObject": {"kind": "PgCluster", "name": name},
+            }))
+            .unwrap()
+        };
+        let names = BTreeSet::from(["orders".to_string(), "orders-1".to_string()]);
+        let kept = about(
+            vec![
+                event("orders"),
+                event("orders-x"),
+                event("orders-1"),
+                event("orders-x-1"),
+            ],
+            &names,
+        );
+        let kept: Vec<_> = kept
+            .iter()
+            .filter_map(|e| e.involved_object.name.clone())
+            .collect();
+        assert_eq!(kept, ["orders", "orders-1"]);
+    }
 
     #[test]
     fn a_secret_is_reported_by_its_keys_alone() {

@@ -4,16 +4,12 @@
 
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use tokio::net::TcpStream;
 
 use crate::plan::agent::Endpoint;
-use crate::plan::instance::STATUS_PORT;
 use crate::plan::status::Detail;
+use crate::plan::vouch::PromiseReport;
 
 /// The part of an agent's `/status` the operator uses.
 #[derive(Deserialize)]
@@ -35,6 +31,8 @@ struct Report {
     upstream: Option<Upstream>,
     #[serde(default)]
     streamed_from: Option<String>,
+    #[serde(default)]
+    promises: Vec<PromiseReport>,
 }
 
 #[derive(Deserialize)]
@@ -57,31 +55,11 @@ pub async fn detail(agent: &Endpoint) -> Option<Detail> {
         timeline: received_timeline.or(report.timeline),
         system_identifier: report.system_identifier,
         streamed_from: report.streamed_from,
+        promises: report.promises,
     })
 }
 
 /// `GET path` on a pod's status port, as JSON; None when it does not answer within a second.
 pub async fn get_json<T: DeserializeOwned>(host: &str, path: &str) -> Option<T> {
-    let read = async {
-        let address = format!("{host}:{STATUS_PORT}");
-        let stream = TcpStream::connect(&address).await.ok()?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .ok()?;
-        tokio::spawn(connection);
-        let request = hyper::Request::get(path)
-            .header("host", address)
-            .body(Empty::<Bytes>::new())
-            .ok()?;
-        let response = sender.send_request(request).await.ok()?;
-        if !response.status().is_success() {
-            return None;
-        }
-        let body = response.into_body().collect().await.ok()?.to_bytes();
-        serde_json::from_slice(&body).ok()
-    };
-    tokio::time::timeout(Duration::from_secs(1), read)
-        .await
-        .ok()
-        .flatten()
+    crate::pod_http::get_json(host, path, Duration::from_secs(1)).await
 }

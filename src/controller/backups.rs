@@ -31,8 +31,9 @@ pub struct Step {
     pub assigned: Option<(String, BackupRequest)>,
     /// When the schedule is next due.
     pub requeue: Option<std::time::Duration>,
-    /// The newest completed PgBackup.
+    /// The newest completed PgBackup, and when it completed.
     pub last_backup: Option<String>,
+    pub last_backup_at: Option<Time>,
     /// Set when a backup just completed and retention ran.
     pub recoverable_from: Option<Time>,
 }
@@ -190,21 +191,26 @@ pub async fn step(
         };
         (instance, request)
     });
-    step.last_backup = ours
+    let newest = ours
         .iter()
         .filter(|b| !plan.delete.contains(&b.name_any()))
         .filter_map(|b| {
             let status = b.status.as_ref()?;
-            let done = match &plan.finish {
-                Some((name, report)) if *name == b.name_any() => {
-                    report.result.phase == Some(BackupPhase::Completed)
-                }
-                _ => status.result.phase == Some(BackupPhase::Completed),
+            let result = match &plan.finish {
+                Some((name, report)) if *name == b.name_any() => &report.result,
+                _ => &status.result,
             };
-            done.then(|| (b.metadata.creation_timestamp.clone(), b.name_any()))
+            (result.phase == Some(BackupPhase::Completed)).then(|| {
+                let at = b.metadata.creation_timestamp.clone();
+                (at, b.name_any(), result.completed_at.clone())
+            })
         })
         .max()
-        .map(|(_, name)| name);
+        .map(|(_, name, completed)| (name, completed));
+    (step.last_backup, step.last_backup_at) = match newest {
+        Some((name, completed)) => (Some(name), completed),
+        None => (None, None),
+    };
     Ok(step)
 }
 

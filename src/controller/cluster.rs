@@ -24,7 +24,7 @@ use super::switchover::{self, under_way as switchover_under_way};
 use super::{Context, Error};
 use super::{agents, backups, drains, drills, failover, lease_watch, tls};
 use crate::api::cluster::{PrimaryUpdateMethod, SWITCHOVER_ANNOTATION};
-use crate::api::instance::InstanceRole;
+use crate::api::instance::{InstanceRole, Peer};
 use crate::api::{PgBackup, PgCluster, PgClusterStatus, PgInstance};
 use crate::k8s::apply_status;
 use crate::plan::children::{FreshPasswords, Primary, Rolling, children, default_image};
@@ -227,10 +227,21 @@ async fn converge(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action, 
         app: password()?,
         replication: password()?,
     };
+    let peers = observed
+        .iter()
+        .filter_map(|i| {
+            let endpoint = i.status.as_ref()?.endpoint.as_ref()?;
+            Some(Peer {
+                name: i.name_any(),
+                host: endpoint.host.clone(),
+            })
+        })
+        .collect();
     let primary = Primary {
         name: primary_name.clone(),
         endpoint,
         fenced: decision.fenced.clone(),
+        peers,
     };
     // New images, then settings waiting for a restart, roll through the instances one at a
     // time; an instance keeps what it has until its turn.
@@ -454,6 +465,7 @@ async fn converge(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action, 
     );
     decision.record(&mut next);
     next.last_backup = backup.last_backup.clone();
+    next.last_backup_at = backup.last_backup_at.clone();
     if let Some(at) = &backup.recoverable_from {
         next.first_recoverability_point = Some(at.clone());
     }
@@ -477,6 +489,29 @@ async fn converge(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action, 
         status::archiving(&mut next, &previous, archiver.as_ref(), generation, &now());
     }
     status::certificates(&mut next, &previous, server_ca.err(), generation, &now());
+    let outage = current
+        .iter()
+        .find(|i| i.name_any() == primary_name)
+        .and_then(|i| i.status.as_ref()?.last_lease_outage.clone())
+        .or(previous.last_lease_outage.clone());
+    status::primary_lease(
+        &mut next,
+        &previous,
+        decision.vouched.clone(),
+        outage,
+        generation,
+        &now(),
+    );
+    if let Some(outage) = &next.last_lease_outage
+        && previous.last_lease_outage.as_ref() != Some(outage)
+    {
+        let note = format!(
+            "{primary_name} served {:.1} s without renewing its primary Lease (the Kubernetes API did not answer it), on its members' promises; no failover",
+            outage.seconds
+        );
+        ctx.event(&reference, true, "PrimaryLeaseOutage", note)
+            .await;
+    }
     if let Some((reason, message)) = &decision.blocked {
         status::not_ready(
             &mut next,

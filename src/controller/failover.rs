@@ -23,11 +23,11 @@ use crate::plan::failover::{
     verdict,
 };
 use crate::plan::lease::{
-    AGENT_RUN_ANNOTATION, LSN_ANNOTATION, SYNCHRONOUS_ANNOTATION, SYSTEM_ID_ANNOTATION,
-    TIMELINE_ANNOTATION, expired,
+    AGENT_RUN_ANNOTATION, API_RETURNED_ANNOTATION, LSN_ANNOTATION, SYNCHRONOUS_ANNOTATION,
+    SYSTEM_ID_ANNOTATION, TIMELINE_ANNOTATION, expired,
 };
-use crate::plan::names;
 use crate::plan::wal::parse_lsn;
+use crate::plan::{failover, names, vouch};
 
 /// What the rest of the reconcile needs from the failover logic.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,6 +44,9 @@ pub struct Decision {
     pub last_switchover: Option<Switchover>,
     /// The primary is lost and nobody may be promoted: reason and message.
     pub blocked: Option<(&'static str, String)>,
+    /// The primary's Lease ran out, but a majority of the members vouch for it: it serves
+    /// without the API (what is known of it).
+    pub vouched: Option<String>,
     /// Look again this soon.
     pub requeue: Option<Duration>,
     /// Only the orders matter this time (a switchover waits for the primary to fence): the
@@ -106,6 +109,7 @@ pub async fn decide(
         high_water: previous.high_water.clone(),
         last_switchover: previous.last_switchover.clone(),
         blocked: None,
+        vouched: None,
         requeue: None,
         orders_only: false,
     };
@@ -203,7 +207,13 @@ pub async fn decide(
     let Some(primary) = find(observed, &current).filter(|_| served) else {
         return Ok(decision);
     };
-    let signals = signals(ctx, namespace, primary).await?;
+    let api_returned = lease
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(API_RETURNED_ANNOTATION))
+        .and_then(|t| t.parse::<Timestamp>().ok());
+    let signals = signals(ctx, namespace, primary, api_returned).await?;
     let at = Timestamp::now();
     match verdict(&current, &view, &signals, spec.delay_seconds, at) {
         // A fence once ordered stands until the Lease is handed back or runs out: a pod
@@ -239,9 +249,39 @@ pub async fn decide(
                 .await?;
         }
         Verdict::Lost(why) => {
+            let candidates = candidates(observed, &current).await;
+            // A primary whose Lease ran out while a majority of the members still reach it
+            // and promised not to be promoted serves on: only the API lost it.
+            let host = primary
+                .status
+                .as_ref()
+                .and_then(|s| s.endpoint.as_ref())
+                .map(|e| e.host.as_str());
+            let promised: Vec<Vec<String>> =
+                candidates.iter().map(|c| c.promises.clone()).collect();
+            let members = usize::try_from(cluster.spec.instances).unwrap_or(1);
+            if view.holder.as_deref() == Some(current.as_str())
+                && let Some(host) = host
+                && vouch::vouched(host, members, &promised)
+            {
+                let vouching: Vec<&str> = candidates
+                    .iter()
+                    .filter(|c| c.promises.iter().any(|p| p == host))
+                    .map(|c| c.name.as_str())
+                    .collect();
+                decision.vouched = Some(format!(
+                    "{why}; {current} serves on the promises of {} (a majority of the {members} members)",
+                    if vouching.is_empty() {
+                        "nobody else: it is the only member".to_string()
+                    } else {
+                        vouching.join(", ")
+                    }
+                ));
+                decision.requeue = Some(Duration::from_millis(500));
+                return Ok(decision);
+            }
             decision.fenced = vec![current.clone()];
             decision.requeue = Some(Duration::from_millis(300));
-            let candidates = candidates(observed, &current).await;
             // A fenced or stopped agent no longer reports its system identifier; the Lease
             // kept the last one.
             let lost = LostPrimary {
@@ -398,7 +438,12 @@ fn high_water(previous: Option<&HighWater>, lease: &Lease, primary: &str) -> Opt
 }
 
 /// What besides the Lease says the primary is lost: its pod, its node, its postmaster.
-async fn signals(ctx: &Context, namespace: &str, primary: &PgInstance) -> Result<Signals, Error> {
+async fn signals(
+    ctx: &Context,
+    namespace: &str,
+    primary: &PgInstance,
+    api_returned: Option<Timestamp>,
+) -> Result<Signals, Error> {
     let status = primary.status.clone().unwrap_or_default();
     // A pod the instance controller replaces on purpose (a new image) is not a loss.
     let replacing = status.reason.as_deref() == Some("Updating");
@@ -429,7 +474,7 @@ async fn signals(ctx: &Context, namespace: &str, primary: &PgInstance) -> Result
         .as_ref()
         .and_then(|p| p.spec.as_ref()?.node_name.clone());
     let node_lost = match node {
-        Some(node) => node_lost(ctx, &node).await?,
+        Some(node) => node_lost(ctx, &node, api_returned).await?,
         None => false,
     };
     Ok(Signals {
@@ -443,19 +488,21 @@ async fn signals(ctx: &Context, namespace: &str, primary: &PgInstance) -> Result
     })
 }
 
-/// A node whose Lease went unrenewed for over half its duration has missed at least two
-/// renewals (kubelets renew at a quarter of it); Kubernetes itself waits for the whole
-/// grace period before it marks the node NotReady.
-async fn node_lost(ctx: &Context, node: &str) -> Result<bool, Error> {
+/// Whether the primary's node is lost by its node Lease (see [`failover::node_lost`]).
+async fn node_lost(
+    ctx: &Context,
+    node: &str,
+    api_returned: Option<Timestamp>,
+) -> Result<bool, Error> {
     let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), "kube-node-lease");
     let Some(lease) = leases.get_opt(node).await? else {
         return Ok(false);
     };
     let spec = lease.spec.unwrap_or_default();
-    let half = spec.lease_duration_seconds.unwrap_or(40) / 2;
-    Ok(expired(
+    Ok(failover::node_lost(
         spec.renew_time.map(|t| t.0),
-        half.max(1),
+        spec.lease_duration_seconds.unwrap_or(40),
+        api_returned,
         Timestamp::now(),
     ))
 }
@@ -482,6 +529,7 @@ pub(super) async fn candidates(observed: &[PgInstance], lost: &str) -> Vec<Candi
             Candidate {
                 name,
                 reachable,
+                promises: detail.promises.iter().map(|p| p.primary.clone()).collect(),
                 system_identifier: detail.system_identifier.or(status.system_identifier),
                 timeline: detail.timeline,
                 received_lsn: detail.received_lsn,

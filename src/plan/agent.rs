@@ -36,6 +36,9 @@ pub struct Orders {
     /// A base backup to take.
     #[serde(default)]
     pub backup: Option<BackupRequest>,
+    /// The cluster's members and their addresses (none when orders come from a file).
+    #[serde(default)]
+    pub peers: Vec<crate::api::instance::Peer>,
     /// The version of these orders (the PgInstance's `metadata.generation`), when known.
     #[serde(skip)]
     pub generation: Option<i64>,
@@ -54,6 +57,7 @@ impl Orders {
             archive: spec.archive.clone(),
             recovery: spec.recovery.clone(),
             backup: spec.backup.clone(),
+            peers: spec.peers.clone(),
             generation: None,
         }
     }
@@ -155,6 +159,7 @@ mod tests {
             archive: None,
             recovery: None,
             backup: None,
+            peers: Vec::new(),
             generation: None,
         }
     }

@@ -14,6 +14,7 @@ use kube::Resource;
 use thiserror::Error;
 
 use crate::api::common::S3Spec;
+use crate::api::instance::Peer;
 use crate::api::{PgInstance, PgInstanceSpec};
 use crate::plan::agent::{Endpoint, OrderedRole, PostgresConfig};
 use crate::plan::names::{self, SecretKind, ServiceKind};
@@ -44,6 +45,8 @@ pub struct Primary {
     pub endpoint: Option<Endpoint>,
     /// Instances told to fence: a lost primary until its successor serves.
     pub fenced: Vec<String>,
+    /// Every instance whose pod has an address, for the members' promises to the primary.
+    pub peers: Vec<Peer>,
 }
 
 /// Everything a cluster's reconcile applies.
@@ -188,6 +191,7 @@ fn instances(
                     backup: None,
                     placement: spec.placement,
                     tls: spec.tls.clone(),
+                    peers: primary.peers.clone(),
                 },
                 status: None,
             }
@@ -480,6 +484,7 @@ mod tests {
             name: "orders-1".into(),
             endpoint: None,
             fenced: Vec::new(),
+            peers: Vec::new(),
         }
     }
 
@@ -548,6 +553,7 @@ mod tests {
             name: "orders-2".into(),
             endpoint: None,
             fenced: vec!["orders-1".into()],
+            peers: Vec::new(),
         };
         let waiting = children(
             &valid,

@@ -102,6 +102,23 @@ pub fn verdict(
     }
 }
 
+/// Whether the primary's node is lost: its node Lease went unrenewed for over half its
+/// duration (at least two renewals missed; kubelets renew at a quarter of it). Until half
+/// its duration after the API server returned to the primary (`api_returned`), a stale node
+/// Lease is the outage's doing: every node missed its renewals then, and is still catching up.
+pub fn node_lost(
+    renewed: Option<Timestamp>,
+    duration_seconds: i32,
+    api_returned: Option<Timestamp>,
+    now: Timestamp,
+) -> bool {
+    let half = (duration_seconds / 2).max(1);
+    let catching_up = api_returned
+        .and_then(|at| lease::expires(Some(at), half))
+        .is_some_and(|end| now <= end);
+    !catching_up && lease::expired(renewed, half, now)
+}
+
 /// A replica as the election sees it: its agent's report of this moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Candidate {
@@ -115,6 +132,8 @@ pub struct Candidate {
     pub received_lsn: Option<String>,
     /// It streamed from the lost primary since its agent started.
     pub streamed_from_primary: bool,
+    /// The primaries (addresses) it keeps a promise not to be promoted to.
+    pub promises: Vec<String>,
 }
 
 /// The replication settings and limits an election applies.
@@ -325,6 +344,21 @@ pub fn switchover_target(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_node_lease_stale_from_an_api_outage_is_no_lost_node() {
+        // Renewed at 0, a 10 s node Lease: lost after 5 s.
+        assert!(!node_lost(Some(at(0)), 10, None, at(5)));
+        assert!(node_lost(Some(at(0)), 10, None, at(6)));
+        // The API came back to the primary at 20: the node has until 25 to renew.
+        assert!(!node_lost(Some(at(0)), 10, Some(at(20)), at(21)));
+        assert!(!node_lost(Some(at(0)), 10, Some(at(20)), at(25)));
+        assert!(node_lost(Some(at(0)), 10, Some(at(20)), at(26)));
+        // An outage long over changes nothing.
+        assert!(node_lost(Some(at(100)), 10, Some(at(20)), at(106)));
+        // A node Lease never renewed is lost (once no outage explains it).
+        assert!(node_lost(None, 10, None, at(0)));
+    }
+
     use super::*;
     use crate::plan::wal::format_lsn;
     use proptest::prelude::*;
@@ -351,6 +385,7 @@ mod tests {
             timeline: Some(1),
             received_lsn: Some(format_lsn(received)),
             streamed_from_primary: true,
+            promises: Vec::new(),
         }
     }
 

@@ -18,6 +18,10 @@ pub const SYSTEM_ID_ANNOTATION: &str = "pgha.dev/system-identifier";
 /// hands the Lease back instead of carrying on, so the operator decides whether a replica
 /// takes over. The operator removes the mark when it assigns the Lease.
 pub const AGENT_RUN_ANNOTATION: &str = "pgha.dev/agent-run";
+/// When the holder last renewed again after its Lease had gone unrenewed past its duration
+/// (the API server away or unreachable), RFC 3339: the node Leases went stale in that
+/// outage too, and are given time to catch up before they say a node is lost.
+pub const API_RETURNED_ANNOTATION: &str = "pgha.dev/api-returned";
 /// The standbys the primary has as synchronous, comma-separated.
 pub const SYNCHRONOUS_ANNOTATION: &str = "pgha.dev/synchronous";
 

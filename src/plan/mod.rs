@@ -17,4 +17,5 @@ pub mod rollout;
 pub mod status;
 pub mod tls;
 pub mod validation;
+pub mod vouch;
 pub mod wal;

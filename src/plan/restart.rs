@@ -53,6 +53,23 @@ pub fn after_crash(policy: &RestartPolicy, earlier: &[Instant], now: Instant) ->
     }
 }
 
+/// When a crash loop at `now` ends by itself, given the times of its crashes: once fewer than
+/// `loop_after` of them are inside the window. None when there is no loop at `now`.
+pub fn crash_loop_ends(
+    policy: &RestartPolicy,
+    crashes: &[Instant],
+    now: Instant,
+) -> Option<Instant> {
+    let mut recent: Vec<Instant> = crashes
+        .iter()
+        .copied()
+        .filter(|&t| t <= now && now.duration_since(t) < policy.window)
+        .collect();
+    recent.sort();
+    let first_to_go = recent.len().checked_sub(policy.loop_after)?;
+    Some(recent[first_to_go] + policy.window)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,6 +105,19 @@ mod tests {
         let r = after_crash(&p, &earlier, now);
         assert_eq!(r.recent, 1);
         assert!(!r.crash_loop);
+    }
+
+    #[test]
+    fn a_crash_loop_ends_once_its_crashes_leave_the_window() {
+        let p = RestartPolicy::default();
+        let now = Instant::now() + Duration::from_secs(1000);
+        let at = |s: u64| now - Duration::from_secs(s);
+        assert_eq!(crash_loop_ends(&p, &[at(3), at(2)], now), None);
+        // Four crashes: the loop lasts until the second oldest is forgiven.
+        let crashes = [at(10), at(30), at(20), at(5)];
+        assert_eq!(crash_loop_ends(&p, &crashes, now), Some(at(20) + p.window));
+        let after = at(20) + p.window + Duration::from_millis(1);
+        assert_eq!(crash_loop_ends(&p, &crashes, after), None);
     }
 
     proptest! {

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use crate::api::PgInstance;
 use crate::api::cluster::{ClusterPhase, DrillResult, InstanceSummary, PgClusterStatus};
-use crate::api::instance::{ArchiverStatus, InstancePhase, InstanceRole};
+use crate::api::instance::{ArchiverStatus, InstancePhase, InstanceRole, LeaseOutage};
 use crate::plan::backups;
 use crate::plan::wal::parse_lsn;
 
@@ -53,6 +53,8 @@ pub struct Detail {
     pub system_identifier: Option<String>,
     /// The host it last streamed from since its agent started.
     pub streamed_from: Option<String>,
+    /// The promises it keeps to a primary that cannot renew its Lease.
+    pub promises: Vec<crate::plan::vouch::PromiseReport>,
 }
 
 /// The status of a cluster whose spec passed validation. `details` are the agents' reports
@@ -112,6 +114,26 @@ pub fn observed(
             )
         })
         .collect();
+    // Instances that serve no longer (after the cluster was up), each with what is known.
+    let unready: Vec<String> = instances
+        .iter()
+        .filter(|i| i.status.as_ref().and_then(|s| s.phase) != Some(InstancePhase::Failed))
+        .filter(|i| !i.status.as_ref().is_some_and(|s| s.ready))
+        .map(|i| {
+            let s = i.status.clone().unwrap_or_default();
+            let name = i.metadata.name.clone().unwrap_or_default();
+            match s.phase {
+                Some(InstancePhase::Running) | None => format!(
+                    "{name} is not ready: its agent does not answer its readiness probe, or \
+                     reports Postgres not accepting connections"
+                ),
+                Some(phase) => format!(
+                    "{name} is not ready: {phase:?}{}",
+                    s.message.map(|m| format!(", {m}")).unwrap_or_default()
+                ),
+            }
+        })
+        .collect();
     let all_ready = primary_serves && ready == wanted && instances.len() as i32 == wanted;
     let was_healthy = previous.phase.is_some_and(|p| p != ClusterPhase::Creating);
     let phase = match (all_ready, primary_serves) {
@@ -158,23 +180,7 @@ pub fn observed(
             generation,
             now,
         ),
-        condition(
-            &previous.conditions,
-            "Degraded",
-            !failed.is_empty(),
-            if failed.is_empty() {
-                "NoFailures"
-            } else {
-                "InstanceFailed"
-            },
-            if failed.is_empty() {
-                "no instance has failed".into()
-            } else {
-                failed.join("; ")
-            },
-            generation,
-            now,
-        ),
+        degraded(previous, &failed, &unready, phase, generation, now),
     ];
     conditions.push(config_invalid(previous, instances, generation, now));
     PgClusterStatus {
@@ -187,6 +193,37 @@ pub fn observed(
         observed_generation: generation,
         ..previous.clone()
     }
+}
+
+/// `Degraded`: True while an instance has failed, or, once the cluster was up, does not serve;
+/// the message names each one.
+fn degraded(
+    previous: &PgClusterStatus,
+    failed: &[String],
+    unready: &[String],
+    phase: ClusterPhase,
+    generation: Option<i64>,
+    now: &Time,
+) -> Condition {
+    let unready = if phase == ClusterPhase::Degraded {
+        unready
+    } else {
+        &[]
+    };
+    let (reason, message) = match (failed.is_empty(), unready.is_empty()) {
+        (true, true) => ("NoFailures", "every instance serves".to_string()),
+        (false, _) => ("InstanceFailed", [failed, unready].concat().join("; ")),
+        (true, false) => ("InstanceNotReady", unready.join("; ")),
+    };
+    condition(
+        &previous.conditions,
+        "Degraded",
+        reason != "NoFailures",
+        reason,
+        message,
+        generation,
+        now,
+    )
 }
 
 /// `ConfigInvalid`: True while Postgres refuses the ordered configuration on some instance
@@ -343,6 +380,32 @@ pub fn certificates(
         generation,
         now,
     );
+}
+
+/// `PrimaryLease`: True while the primary renews its Lease; False while it serves on its
+/// members' promises instead (`vouched` says so). `outage` is the last time it did, which
+/// the status keeps.
+pub fn primary_lease(
+    status: &mut PgClusterStatus,
+    previous: &PgClusterStatus,
+    vouched: Option<String>,
+    outage: Option<LeaseOutage>,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let renewed = match &outage {
+        Some(o) => format!(
+            "the primary renews its Lease; it last served {:.1} s without renewing it, on its members' promises (renewed again at {})",
+            o.seconds, o.ended.0
+        ),
+        None => "the primary renews its Lease".to_string(),
+    };
+    let lease = match vouched {
+        Some(why) => (false, "ServingOnPromises", why),
+        None => (true, "Renewed", renewed),
+    };
+    status.last_lease_outage = outage;
+    replace(status, previous, "PrimaryLease", lease, generation, now);
 }
 
 /// A timestamp as Postgres prints it (`2026-11-30 10:00:05.123+00`).
@@ -505,10 +568,26 @@ mod tests {
             all[1].clone(),
             instance("orders-3", Replica, false),
         ];
+        assert_eq!(get(&again, "Degraded").status, "False");
         let degraded = observed(&again, Some(2), 3, "orders-1", &lost, &none(), &at(40));
         assert_eq!(degraded.phase, Some(ClusterPhase::Degraded));
         assert_eq!(get(&degraded, "Ready").observed_generation, Some(2));
         assert!(!degraded.instances[2].ready);
+        // The condition says so, and names the instance that does not serve.
+        let condition = get(&degraded, "Degraded");
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str()),
+            ("True", "InstanceNotReady")
+        );
+        assert!(
+            condition.message.starts_with("orders-3 is not ready"),
+            "{}",
+            condition.message
+        );
+        // Back: no longer degraded.
+        let back = observed(&degraded, Some(2), 3, "orders-1", &all, &none(), &at(50));
+        assert_eq!(get(&back, "Degraded").status, "False");
+        assert_eq!(get(&back, "Degraded").last_transition_time, at(50));
     }
 
     #[test]
@@ -532,6 +611,42 @@ mod tests {
         assert_eq!(ready.last_transition_time, at(1));
         assert_eq!(refused.current_primary.as_deref(), Some("orders-1"));
         assert_eq!(refused.conditions.len(), 4);
+    }
+
+    #[test]
+    fn the_primary_lease_condition_says_when_the_primary_serves_on_promises() {
+        let mut s = PgClusterStatus::default();
+        let why = "the primary Lease of orders-1 expired 2.0 s ago; orders-1 serves on the promises of orders-2";
+        primary_lease(
+            &mut s,
+            &PgClusterStatus::default(),
+            Some(why.into()),
+            None,
+            None,
+            &at(1),
+        );
+        let c = get(&s, "PrimaryLease");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "ServingOnPromises")
+        );
+        let previous = s.clone();
+        let outage = LeaseOutage {
+            ended: at(30),
+            seconds: 20.4,
+        };
+        primary_lease(&mut s, &previous, None, Some(outage.clone()), None, &at(31));
+        let c = get(&s, "PrimaryLease");
+        assert_eq!(
+            (c.status.as_str(), c.last_transition_time.clone()),
+            ("True", at(31))
+        );
+        assert!(
+            c.message.contains("last served 20.4 s without renewing it"),
+            "{}",
+            c.message
+        );
+        assert_eq!(s.last_lease_outage, Some(outage));
     }
 
     #[test]

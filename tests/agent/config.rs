@@ -264,3 +264,30 @@ async fn every_value_our_checks_accept_reaches_postgres_unchanged() {
         changed.join("\n")
     );
 }
+
+/// The parameter names the API accepts for Postgres 15 (src/api/parameters/15.txt) are the
+/// ones the installed server lets postgresql.conf set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_knows_the_parameters_of_the_installed_server() {
+    let ws = Workspace::new(&["a"]);
+    let _a = ws.start("a", Desired::Primary).await;
+    let rows = ws
+        .client("a")
+        .await
+        .query(
+            "SELECT lower(name) FROM pg_settings WHERE context <> 'internal' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let server: std::collections::BTreeSet<String> = rows.iter().map(|r| r.get(0)).collect();
+    let known: std::collections::BTreeSet<String> = pgha::api::postgres::known_parameters(15)
+        .unwrap()
+        .into_iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        known, server,
+        "regenerate src/api/parameters/15.txt with scripts/pg-parameters.sh 15"
+    );
+}

@@ -210,6 +210,13 @@ pub fn all() -> Vec<Rejection> {
             "parameter names are lowercase Postgres settings",
             None,
         ),
+        on_create(
+            with(
+                json!({"spec": {"postgresql": {"parameters": {"work_mem": "8MB", "work_mme": "8MB"}}}}),
+            ),
+            "spec.postgresql.parameters: a name without a dot that is not a parameter of the cluster's PostgreSQL major",
+            None,
+        ),
         // Postgres reads `a.1` as a syntax error: each part of a name starts with a letter.
         on_create(
             with(json!({"spec": {"postgresql": {"parameters": {"pg_stat_statements.1max": "8"}}}})),

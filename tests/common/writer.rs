@@ -255,3 +255,31 @@ pub async fn pgbench(target: &Target) -> tokio::process::Child {
         .spawn()
         .unwrap()
 }
+
+/// Every instance of `cluster`, probed at its own address: the names of those that accept a
+/// write.
+pub async fn writable(
+    instances: &kube::Api<pgha::api::PgInstance>,
+    cluster: &str,
+    target: &Target,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mine = kube::api::ListParams::default().labels(&format!("pgha.dev/cluster={cluster}"));
+    for instance in instances.list(&mine).await.unwrap() {
+        let Some(endpoint) = instance.status.as_ref().and_then(|s| s.endpoint.clone()) else {
+            continue;
+        };
+        let Some(c) = connect(target, &endpoint.host, endpoint.port).await else {
+            continue;
+        };
+        let read_only: Option<String> = c
+            .query_one("SHOW transaction_read_only", &[])
+            .await
+            .ok()
+            .map(|r| r.get(0));
+        if read_only.as_deref() == Some("off") {
+            out.push(kube::ResourceExt::name_any(&instance));
+        }
+    }
+    out
+}
