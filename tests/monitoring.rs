@@ -446,70 +446,80 @@ async fn prometheus_and_kubectl_pgha_status_see_a_frozen_replica() {
     let target = Target::rw(&cluster, &client, "shop", "orders", "app").await;
     // Heard from no more, it leaves -ro: from then on every new connection through -ro reads
     // on the other replica (six in a row: three would have reached the frozen one in turn).
+    // Meanwhile the primary's metrics see it fall behind, before wal_sender_timeout (5 s)
+    // drops its walsender.
     let ro = cluster
         .service_address("shop", "orders-ro", None)
         .await
         .unwrap();
-    let mut streak = (0, Instant::now());
-    while streak.0 < 6 {
-        assert!(
-            frozen_at.elapsed() < Duration::from_secs(30),
-            "-ro still sends reads to the frozen {frozen}"
-        );
-        let read = match connect(&target, &ro.ip().to_string(), ro.port()).await {
-            Some(c) => c.query_one("SELECT 1", &[]).await.is_ok(),
-            None => false,
-        };
-        streak = match (read, streak.0) {
-            (false, _) => (0, Instant::now()),
-            (true, 0) => (1, Instant::now()),
-            (true, n) => (n + 1, streak.1),
-        };
-    }
-    let out_of_ro = streak.1.duration_since(frozen_at);
-    // The cluster is Degraded, and says which instance does not serve.
-    let degraded = eventually(
-        Duration::from_secs(30),
-        "Degraded naming the frozen replica",
-        || async {
-            let status = clusters.get("orders").await.ok()?.status?;
-            let c = status
-                .conditions
-                .into_iter()
-                .find(|c| c.type_ == "Degraded")?;
-            (c.status == "True" && c.message.contains(frozen)).then_some(c)
-        },
-    )
-    .await;
-    println!(
-        "frozen {frozen}: out of -ro after {out_of_ro:?}, Degraded after {:?}: {}",
-        frozen_at.elapsed(),
-        degraded.message
-    );
-    let rw = connect(
-        &target,
-        &target.address.ip().to_string(),
-        target.address.port(),
-    )
-    .await
-    .unwrap();
-    rw.batch_execute("CREATE TABLE filler (n int)")
-        .await
-        .unwrap();
+    let out_of_ro = async {
+        let mut streak = (0, Instant::now());
+        while streak.0 < 6 {
+            assert!(
+                frozen_at.elapsed() < Duration::from_secs(30),
+                "-ro still sends reads to the frozen {frozen}"
+            );
+            let read = match connect(&target, &ro.ip().to_string(), ro.port()).await {
+                Some(c) => c.query_one("SELECT 1", &[]).await.is_ok(),
+                None => false,
+            };
+            streak = match (read, streak.0) {
+                (false, _) => (0, Instant::now()),
+                (true, 0) => (1, Instant::now()),
+                (true, n) => (n + 1, streak.1),
+            };
+        }
+        streak.1.duration_since(frozen_at)
+    };
     let lag = format!(
         "pgha_standby_lag_bytes{{pod=\"{primary}\",application_name=\"{frozen}\",stage=\"replay\"}}"
     );
-    eventually(
-        Duration::from_secs(60),
-        "the frozen replica's lag growing",
-        || async {
-            rw.batch_execute("INSERT INTO filler SELECT generate_series(1, 50000)")
-                .await
-                .ok()?;
-            (prometheus.value(&lag).await? > 4_000_000.0).then_some(())
-        },
-    )
-    .await;
+    let lag_growing = async {
+        let rw = connect(
+            &target,
+            &target.address.ip().to_string(),
+            target.address.port(),
+        )
+        .await
+        .unwrap();
+        rw.batch_execute("CREATE TABLE filler (n int)")
+            .await
+            .unwrap();
+        eventually(
+            Duration::from_secs(60),
+            "the frozen replica's lag growing",
+            || async {
+                rw.batch_execute("INSERT INTO filler SELECT generate_series(1, 50000)")
+                    .await
+                    .ok()?;
+                (prometheus.value(&lag).await? > 4_000_000.0).then_some(())
+            },
+        )
+        .await;
+    };
+    // The cluster is Degraded, and says which instance does not serve.
+    let degraded = async {
+        let condition = eventually(
+            Duration::from_secs(30),
+            "Degraded naming the frozen replica",
+            || async {
+                let status = clusters.get("orders").await.ok()?.status?;
+                let c = status
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Degraded")?;
+                (c.status == "True" && c.message.contains(frozen)).then_some(c)
+            },
+        )
+        .await;
+        (condition, frozen_at.elapsed())
+    };
+    let (out_of_ro, (degraded, degraded_after), ()) =
+        tokio::join!(out_of_ro, degraded, lag_growing);
+    println!(
+        "frozen {frozen}: out of -ro after {out_of_ro:?}, Degraded after {degraded_after:?}: {}",
+        degraded.message
+    );
     // The primary drops it after wal_sender_timeout: `pgha status` says it is not streaming.
     eventually(
         Duration::from_secs(30),
