@@ -55,6 +55,9 @@ async fn client(plane: &ControlPlane) -> Client {
 #[path = "common/rejections.rs"]
 mod rejections;
 
+#[path = "common/api_requests.rs"]
+mod api_requests;
+
 /// The API server's message for a refused create or replace.
 fn refusal(result: Result<DynamicObject, kube::Error>) -> String {
     match result {
@@ -253,4 +256,72 @@ async fn a_service_account_gets_what_its_role_grants_and_no_more() {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
         other => panic!("listing secrets must be forbidden: {other:?}"),
     }
+}
+
+/// A Lease's holder renews it with one write each time (no read first), and still loses to
+/// any other writer: a renewal over a Lease someone changed reads it again and decides anew.
+#[tokio::test]
+async fn a_lease_renewal_is_one_write_and_loses_to_any_other_writer() {
+    use pgha::k8s::lease::{LeaseApi, Renewal, Takeover};
+    let plane = ControlPlane::start().unwrap();
+    let client = client(&plane).await;
+    let agent = LeaseApi::new(client.clone(), "default", "orders-primary");
+    let operator = LeaseApi::new(client.clone(), "default", "orders-primary");
+    assert!(
+        operator
+            .create("orders-1", 3, None, Default::default())
+            .await
+            .unwrap()
+    );
+    let renewal = Renewal {
+        duration_seconds: 3,
+        annotations: Some([("pgha.dev/lsn".to_string(), "0/1".to_string())].into()),
+    };
+    assert!(
+        agent
+            .renew("orders-1", &renewal, Takeover::Never)
+            .await
+            .unwrap()
+    );
+    let before = api_requests::counts(&client).await;
+    for _ in 0..20 {
+        assert!(
+            agent
+                .renew("orders-1", &renewal, Takeover::Never)
+                .await
+                .unwrap()
+        );
+    }
+    let on_leases = api_requests::between(&before, &api_requests::counts(&client).await);
+    let verb = |verb: &str| on_leases.get(&("leases".into(), verb.into())).copied();
+    // The API server renews its own identity Lease now and then: one read and write more.
+    let (gets, puts) = (verb("GET").unwrap_or(0.0), verb("PUT").unwrap_or(0.0));
+    assert!(
+        gets <= 1.0 && (20.0..=21.0).contains(&puts),
+        "20 renewals took {gets} reads and {puts} writes: {on_leases:?}"
+    );
+
+    // The operator hands the Lease to another: the holder's next renewal says it lost it.
+    // Handed back, the holder renews again although the Lease changed under it.
+    for (to, renews) in [("orders-2", false), ("orders-1", true)] {
+        let current = operator.get().await.unwrap().unwrap();
+        let handed = operator.hand_over(&current, to, 3, "pgha.dev/agent-run");
+        assert!(handed.await.unwrap());
+        let renewed = agent.renew("orders-1", &renewal, Takeover::Never);
+        assert_eq!(renewed.await.unwrap(), renews, "the Lease handed to {to}");
+    }
+    let lease = operator.get().await.unwrap().unwrap();
+    assert_eq!(
+        lease.spec.unwrap().holder_identity.as_deref(),
+        Some("orders-1")
+    );
+    assert_eq!(
+        lease
+            .metadata
+            .annotations
+            .unwrap()
+            .get("pgha.dev/lsn")
+            .map(String::as_str),
+        Some("0/1")
+    );
 }

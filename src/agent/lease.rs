@@ -46,6 +46,9 @@ pub struct LeaseKeeper {
     wake: Notify,
     /// Signalled after every successful renewal.
     renewed: Notify,
+    /// The primary Lease's writer, kept between renewals so that each is one write, not a
+    /// read and a write.
+    api: Mutex<Option<Arc<LeaseApi>>>,
 }
 
 struct KeeperState {
@@ -95,7 +98,21 @@ impl LeaseKeeper {
             }),
             wake: Notify::new(),
             renewed: Notify::new(),
+            api: Mutex::new(None),
         })
+    }
+
+    /// The writer of the Lease `name` (a new one when the name changed).
+    fn api(&self, name: &str) -> Arc<LeaseApi> {
+        let mut api = self.api.lock().unwrap();
+        match api.as_ref().filter(|a| a.name() == name) {
+            Some(kept) => kept.clone(),
+            None => {
+                let made = Arc::new(LeaseApi::new(self.client.clone(), &self.namespace, name));
+                *api = Some(made.clone());
+                made
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, KeeperState> {
@@ -213,7 +230,7 @@ impl LeaseKeeper {
 
     /// One renewal; returns how long to wait for the next.
     async fn renew(&self, agent: &Agent, lease: &PrimaryLease) -> Duration {
-        let api = LeaseApi::new(self.client.clone(), &self.namespace, &lease.name);
+        let api = self.api(&lease.name);
         if !self.lock().renewed_once && self.left_by_another_run(&api, lease).await {
             return renew_every(lease);
         }
@@ -366,8 +383,7 @@ impl LeaseKeeper {
     }
 
     async fn release(&self, lease: &PrimaryLease) {
-        let api = LeaseApi::new(self.client.clone(), &self.namespace, &lease.name);
-        match api.release(&self.identity).await {
+        match self.api(&lease.name).release(&self.identity).await {
             Ok(true) => tracing::warn!(lease = %lease.name, "fenced; primary Lease handed back"),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "handing the primary Lease back failed"),

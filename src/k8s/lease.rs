@@ -2,6 +2,7 @@
 //! Every write carries the resourceVersion it read, so two writers cannot both win.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, OwnerReference};
@@ -24,6 +25,9 @@ pub enum Takeover {
 pub struct LeaseApi {
     api: Api<Lease>,
     name: String,
+    /// The Lease as this writer last wrote it: the next renewal is written over it without a
+    /// read first, and the API refuses it (409) if anyone changed the Lease in between.
+    written: Mutex<Option<Lease>>,
 }
 
 /// What a renewal writes besides the holder and the time.
@@ -39,6 +43,7 @@ impl LeaseApi {
         Self {
             api: Api::namespaced(client, namespace),
             name: name.to_string(),
+            written: Mutex::new(None),
         }
     }
 
@@ -60,6 +65,15 @@ impl LeaseApi {
         takeover: Takeover,
     ) -> kube::Result<bool> {
         let now = Timestamp::now();
+        let written = self.written.lock().unwrap().clone();
+        let held = written.filter(|l| {
+            l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(identity)
+        });
+        if let Some(held) = held
+            && self.write(renewed(&held, identity, renewal, now)).await?
+        {
+            return Ok(true);
+        }
         let Some(current) = self.get().await? else {
             if takeover == Takeover::Never {
                 return Ok(false);
@@ -81,15 +95,7 @@ impl LeaseApi {
         if !mine && (takeover == Takeover::Never || !free) {
             return Ok(false);
         }
-        let mut metadata = current.metadata.clone();
-        if renewal.annotations.is_some() {
-            metadata.annotations = renewal.annotations.clone();
-        }
-        self.write(
-            metadata,
-            held_by(identity, Some(&spec), renewal.duration_seconds, now),
-        )
-        .await
+        self.write(renewed(&current, identity, renewal, now)).await
     }
 
     /// Creates the Lease held by `holder` (renewed now); false when it exists already.
@@ -131,10 +137,10 @@ impl LeaseApi {
         if let Some(annotations) = metadata.annotations.as_mut() {
             annotations.remove(unmark);
         }
-        self.write(
+        self.write(Lease {
             metadata,
-            held_by(to, spec, duration_seconds, Timestamp::now()),
-        )
+            spec: Some(held_by(to, spec, duration_seconds, Timestamp::now())),
+        })
         .await
     }
 
@@ -149,23 +155,46 @@ impl LeaseApi {
             return Ok(false);
         }
         spec.holder_identity = None;
-        self.write(current.metadata.clone(), spec).await
+        self.write(Lease {
+            metadata: current.metadata.clone(),
+            spec: Some(spec),
+        })
+        .await
     }
 
-    async fn write(&self, metadata: ObjectMeta, spec: LeaseSpec) -> kube::Result<bool> {
-        let lease = Lease {
-            metadata,
-            spec: Some(spec),
-        };
-        match self
+    /// Replaces the Lease if it is still at `lease`'s resourceVersion; false when it is not.
+    async fn write(&self, lease: Lease) -> kube::Result<bool> {
+        let outcome = self
             .api
             .replace(&self.name, &PostParams::default(), &lease)
-            .await
-        {
-            Ok(_) => Ok(true),
+            .await;
+        let mut written = self.written.lock().unwrap();
+        *written = None;
+        match outcome {
+            Ok(stored) => {
+                *written = Some(stored);
+                Ok(true)
+            }
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// `current` renewed by `identity` at `now`, with the renewal's annotations if it has any.
+fn renewed(current: &Lease, identity: &str, renewal: &Renewal, now: Timestamp) -> Lease {
+    let mut metadata = current.metadata.clone();
+    if renewal.annotations.is_some() {
+        metadata.annotations = renewal.annotations.clone();
+    }
+    Lease {
+        metadata,
+        spec: Some(held_by(
+            identity,
+            current.spec.as_ref(),
+            renewal.duration_seconds,
+            now,
+        )),
     }
 }
 
