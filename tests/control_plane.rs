@@ -3,7 +3,8 @@
 //! server only, a 3-instance asynchronous cluster, a 3-instance quorum cluster and a
 //! 1-instance cluster keep taking writes through `-rw` — the primaries serve on their
 //! members' promises (or, alone, on their own) — nothing acknowledged is lost, nobody fails
-//! over, exactly one pod of each accepts writes, and each is Healthy soon after.
+//! over, exactly one pod of each accepts writes, each is Healthy soon after and reports how
+//! long its primary served without the API.
 
 #[path = "common/eventually.rs"]
 mod eventually;
@@ -72,6 +73,8 @@ async fn unharmed(
     began: Instant,
     ended: Instant,
 ) {
+    let began_at = k8s_openapi::jiff::Timestamp::now()
+        - k8s_openapi::jiff::SignedDuration::try_from(began.elapsed()).unwrap();
     let client = cluster.client();
     let clusters: Api<PgCluster> = Api::namespaced(client.clone(), NS);
     let instances: Api<PgInstance> = Api::namespaced(client.clone(), NS);
@@ -125,6 +128,22 @@ async fn unharmed(
             "{}: writes stopped for {gap:?} during {fault}",
             w.name
         );
+        // The cluster says how long its primary ran without the API, and so does the
+        // operator's /metrics.
+        let lasted = ended.duration_since(began).as_secs_f64();
+        let outage = eventually(Duration::from_secs(20), "the outage reported", || async {
+            let outage = clusters.get(w.name).await.ok()?.status?.last_lease_outage?;
+            (outage.seconds > lasted - 3.0 && outage.ended.0 > began_at).then_some(outage)
+        })
+        .await;
+        let series = format!(
+            "pgha_primary_lease_last_outage_seconds{{namespace=\"{NS}\",cluster=\"{}\"}}",
+            w.name
+        );
+        let metrics = install::operator_metrics(&client).await;
+        let reported = metrics.lines().find(|l| l.starts_with(&series));
+        println!("{}: {outage:?}; {reported:?}", w.name);
+        assert!(reported.is_some(), "{series} missing: {metrics}");
         let mine = writable(&instances, w.name, &w.target).await;
         let expected = std::slice::from_ref(&w.primary);
         if mine != expected {

@@ -502,11 +502,13 @@ async fn converge(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action, 
         generation,
         &now(),
     );
+    ctx.metrics
+        .lease_outage(&namespace, &name, next.last_lease_outage.as_ref());
     if let Some(outage) = &next.last_lease_outage
         && previous.last_lease_outage.as_ref() != Some(outage)
     {
         let note = format!(
-            "{primary_name} served {:.1} s without renewing its primary Lease (the Kubernetes API did not answer it), on its members' promises; no failover",
+            "{primary_name} served {:.1} s without renewing its primary Lease (the Kubernetes API did not answer it); no failover",
             outage.seconds
         );
         ctx.event(&reference, true, "PrimaryLeaseOutage", note)

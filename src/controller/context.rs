@@ -14,6 +14,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::api::instance::LeaseOutage;
+
 pub struct Context {
     pub client: kube::Client,
     recorder: Recorder,
@@ -33,6 +35,8 @@ pub struct Metrics {
     backup_duration: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
     backup_size: Family<ClusterLabels, Gauge>,
     backup_interval: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
+    lease_outage_seconds: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
+    lease_outage_ended: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -83,6 +87,18 @@ impl Default for Metrics {
         let backup_duration = Family::default();
         let backup_size = Family::default();
         let backup_interval = Family::default();
+        let lease_outage_seconds = Family::default();
+        let lease_outage_ended = Family::default();
+        registry.register(
+            "pgha_primary_lease_last_outage_seconds",
+            "How long the cluster's primary last served without renewing its Lease (the Kubernetes API away or unreachable)",
+            lease_outage_seconds.clone(),
+        );
+        registry.register(
+            "pgha_primary_lease_last_outage_end_timestamp_seconds",
+            "When that outage ended: the primary renewed its Lease again",
+            lease_outage_ended.clone(),
+        );
         registry.register(
             "pgha_backup_last_completed_timestamp_seconds",
             "When the cluster's newest completed base backup completed",
@@ -141,6 +157,8 @@ impl Default for Metrics {
             backup_duration,
             backup_size,
             backup_interval,
+            lease_outage_seconds,
+            lease_outage_ended,
         }
     }
 }
@@ -205,6 +223,28 @@ impl Metrics {
             }
             None => {
                 self.backup_interval.remove(&labels);
+            }
+        }
+    }
+
+    /// A cluster's last stretch without the API, as its status says it.
+    pub fn lease_outage(&self, namespace: &str, cluster: &str, last: Option<&LeaseOutage>) {
+        let labels = ClusterLabels {
+            namespace: namespace.to_string(),
+            cluster: cluster.to_string(),
+        };
+        match last {
+            Some(outage) => {
+                self.lease_outage_seconds
+                    .get_or_create(&labels)
+                    .set(outage.seconds);
+                self.lease_outage_ended
+                    .get_or_create(&labels)
+                    .set(outage.ended.0.as_millisecond() as f64 / 1000.0);
+            }
+            None => {
+                self.lease_outage_seconds.remove(&labels);
+                self.lease_outage_ended.remove(&labels);
             }
         }
     }
