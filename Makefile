@@ -34,6 +34,7 @@ bench: deps
 	$(CARGO) bench --bench restore
 	$(CARGO) bench --bench switchover
 	$(CARGO) bench --bench metrics
+	$(CARGO) bench --bench api_load
 
 # Regenerate crds/ from the Rust types (a test fails when they drift).
 crds:

@@ -14,6 +14,9 @@ mod eventually;
 #[path = "../tests/common/operator.rs"]
 mod install;
 #[allow(dead_code)]
+#[path = "support/process.rs"]
+mod process;
+#[allow(dead_code)]
 #[path = "support/report.rs"]
 mod report;
 
@@ -21,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use kube::api::{Api, PostParams};
 use pgha::api::PgCluster;
+use process::{TICKS_PER_SECOND, cpu_ticks, operator_pid, rss_kib};
 use report::{max, median, secs};
 
 const ROUNDS: usize = 3;
@@ -32,25 +36,6 @@ fn pg_cluster(name: &str, instances: i32) -> PgCluster {
         "metadata: {{name: {name}}}\nspec: {{instances: {instances}, storage: {{size: 1Gi}}}}\n"
     ))
     .unwrap()
-}
-
-/// Clock ticks of CPU (user + system) a process has used.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which is in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -94,16 +79,7 @@ async fn main() {
     // Settle, then watch the leader for a minute.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let leader = install::leader(&client).await;
-    let pid_file = cluster
-        .state_dir()
-        .join("pods/pgha-system")
-        .join(&leader)
-        .join("operator.pid");
-    let pid: u32 = std::fs::read_to_string(pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = operator_pid(cluster.state_dir(), &leader);
     let ticks = cpu_ticks(pid);
     let mut peak = rss_kib(pid);
     let started = Instant::now();
@@ -111,8 +87,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         peak = peak.max(rss_kib(pid));
     }
-    let ticks_per_second = 100.0; // USER_HZ on Linux
-    let cpu = (cpu_ticks(pid) - ticks) as f64 / ticks_per_second / started.elapsed().as_secs_f64();
+    let cpu = (cpu_ticks(pid) - ticks) as f64 / TICKS_PER_SECOND / started.elapsed().as_secs_f64();
     let rss = rss_kib(pid);
 
     let row = |n: i32| {
