@@ -11,8 +11,11 @@
 //!   tuned; the writer goes to whichever member accepts writes. Fault: the leader's Patroni
 //!   and Postgres killed.
 //!
+//! - The control plane away: the kube-apiserver (pgha) or etcd (Patroni, failsafe_mode off
+//!   and on) frozen for 20 s while everything else goes on.
+//!
 //! Run: `make bench` or `cargo bench --bench failover` as root; `-- patroni` or `-- pgha` runs
-//! one side and only prints. `PGHA_BENCH_RUNS` sets the runs per fault (10). Writes the
+//! one side and only prints; `-- outage` runs only the control-plane rows and writes them. `PGHA_BENCH_RUNS` sets the runs per fault (10). Writes the
 //! figures into BENCHMARKS.md between the `failover` markers.
 
 #[allow(dead_code)]
@@ -49,6 +52,8 @@ use report::{max, median, secs};
 /// The issue's goal at pgha's default settings, for every fault.
 const GOAL_MEDIAN: Duration = Duration::from_secs(5);
 const GOAL_MAX: Duration = Duration::from_secs(8);
+/// Control-plane outages per tool and configuration: each takes the outage and a recovery.
+const OUTAGE_RUNS: usize = 3;
 
 /// One fault as the client saw it.
 struct Run {
@@ -277,6 +282,155 @@ async fn pgha_side(runs: usize) -> Vec<Series> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The control plane away: the Kubernetes API for pgha, etcd for Patroni
+
+const OUTAGE: Duration = Duration::from_secs(20);
+const CONTROL_PLANE: &str =
+    "control plane frozen 20 s (pgha: kube-apiserver, Patroni: etcd; SIGSTOP)";
+
+async fn patroni_outages(runs: usize) -> Vec<Series> {
+    let mut out = Vec::new();
+    for (block, settings) in [
+        (3, Settings::TUNED),
+        (4, Settings::TUNED.with_failsafe()),
+        (5, Settings::DEFAULT),
+    ] {
+        let mut patroni = Patroni::start(settings, block).await;
+        let mut client = Client::start(patroni.target()).await;
+        let mut done = Vec::new();
+        for _ in 0..runs {
+            done.push(patroni_outage(&mut patroni, &mut client, settings).await);
+        }
+        out.push(Series {
+            fault: CONTROL_PLANE,
+            tool: format!("Patroni 3.0.2 ({})", settings.label()),
+            runs: done,
+            failures: Vec::new(),
+        });
+    }
+    out
+}
+
+/// Freezes etcd for [`OUTAGE`], then waits until Patroni is whole and takes writes again.
+async fn patroni_outage(patroni: &mut Patroni, client: &mut Client, settings: Settings) -> Run {
+    let view = &*patroni;
+    let leader = wait_for(Duration::from_secs(180), "Patroni whole", || {
+        view.healthy_leader()
+    })
+    .await;
+    let at = Instant::now();
+    patroni.pause_etcd(true);
+    tokio::time::sleep(OUTAGE).await;
+    patroni.pause_etcd(false);
+    let view = &*patroni;
+    let after = wait_for(Duration::from_secs(180), "Patroni whole again", || {
+        view.healthy_leader()
+    })
+    .await;
+    client.wait_for_write(at + OUTAGE).await.unwrap();
+    let (host, port) = patroni.postgres(after);
+    let run = Run {
+        seen: client.seen(at, (&host, port)).await,
+        failed_over: after != leader,
+        parts: None,
+    };
+    println!(
+        "Patroni ({}), etcd frozen {} s: {} → {}, longest write gap {}, {} rows lost",
+        settings.label(),
+        OUTAGE.as_secs(),
+        patroni.name(leader),
+        patroni.name(after),
+        secs(run.seen.outage),
+        run.seen.lost
+    );
+    run
+}
+
+impl Pgha {
+    /// Freezes the kube-apiserver for [`OUTAGE`], then waits until the cluster is whole.
+    async fn api_outage(&mut self) -> Result<Run, String> {
+        let old = self.settle().await?;
+        let at = Instant::now();
+        self.cluster.pause_apiserver(true).unwrap();
+        tokio::time::sleep(OUTAGE).await;
+        self.cluster.pause_apiserver(false).unwrap();
+        let new = self.settle().await?;
+        let endpoint = self.instances.get(&new).await.unwrap().status.unwrap();
+        let endpoint = endpoint.endpoint.unwrap();
+        let run = Run {
+            seen: self.client.seen(at, (&endpoint.host, endpoint.port)).await,
+            failed_over: new != old,
+            parts: None,
+        };
+        println!(
+            "pgha, kube-apiserver frozen {} s: {old} → {new}, longest write gap {}, {} rows lost",
+            OUTAGE.as_secs(),
+            secs(run.seen.outage),
+            run.seen.lost
+        );
+        Ok(run)
+    }
+}
+
+async fn pgha_outages(pgha: &mut Pgha, runs: usize) -> Series {
+    let mut series = Series {
+        fault: CONTROL_PLANE,
+        tool: "pgha (defaults: Lease 3 s)".into(),
+        runs: Vec::new(),
+        failures: Vec::new(),
+    };
+    for round in 1..=runs {
+        match pgha.api_outage().await {
+            Ok(run) => series.runs.push(run),
+            Err(symptom) => {
+                let what = format!("outage-{round}");
+                series.failures.push(pgha.give_up(&what, &symptom).await);
+            }
+        }
+    }
+    series
+}
+
+/// The control-plane rows: runs, failovers, and the longest write gap.
+fn outage_table(all: &[Series]) -> String {
+    let mut table = String::from(
+        "| fault | tool | runs | not recovered | a replica took over | longest write gap, median | max | acknowledged rows lost |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for s in all {
+        let gaps: Vec<Duration> = s.runs.iter().map(|r| r.seen.outage).collect();
+        table += &format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            s.fault,
+            s.tool,
+            s.runs.len(),
+            s.failures.len(),
+            s.runs.iter().filter(|r| r.failed_over).count(),
+            shown(&gaps, median),
+            shown(&gaps, max),
+            lost(s)
+        );
+    }
+    table
+}
+
+fn outage_report(all: &[Series], runs: usize) -> String {
+    format!(
+        "{header}\
+         The same writer and clusters as above ({runs} runs each). The control plane is frozen \
+         for {outage} s while every database process, node and network goes on: for pgha the \
+         local cluster's kube-apiserver (the primary's Lease cannot be renewed; its members \
+         vouch for it over the pod network, docs/failover.md), for Patroni its etcd (the leader \
+         key cannot be updated; with `failsafe_mode` the leader asks the members instead). \
+         Goal (issue \"The database outlives the control plane\"): longest write gap ≤ 1 s, no \
+         failover, nothing lost.\n\n{table}",
+        header = report::header("cargo bench --bench failover -- outage"),
+        outage = OUTAGE.as_secs(),
+        table = outage_table(all),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
 // Report
 
 fn first_writes(series: &Series) -> Vec<Duration> {
@@ -452,6 +606,22 @@ async fn main() {
         .ok()
         .map_or(10, |v| v.parse().expect("PGHA_BENCH_RUNS: a number"));
     let started = Instant::now();
+    if matches!(side.as_deref(), None | Some("outage")) {
+        let mut outages = patroni_outages(OUTAGE_RUNS).await;
+        let mut pgha = Pgha::start(11).await;
+        outages.push(pgha_outages(&mut pgha, OUTAGE_RUNS).await);
+        drop(pgha);
+        let report = outage_report(&outages, OUTAGE_RUNS);
+        println!("{report}");
+        report::write_section(
+            "failover-api-outage",
+            "Failover: the control plane away",
+            &report,
+        );
+        if side.is_some() {
+            return;
+        }
+    }
     let mut all = Vec::new();
     if side.as_deref() != Some("pgha") {
         all.extend(patroni_side(runs).await);

@@ -31,6 +31,9 @@ pub struct Settings {
     pub ttl: u32,
     pub loop_wait: u32,
     pub retry_timeout: u32,
+    /// `failsafe_mode`: a leader that cannot update its key stays leader while every member
+    /// answers it over the REST API (off by default).
+    pub failsafe: bool,
 }
 
 impl Settings {
@@ -40,6 +43,7 @@ impl Settings {
         ttl: 30,
         loop_wait: 10,
         retry_timeout: 10,
+        failsafe: false,
     };
     /// Tuned for speed: Patroni's docs require `loop_wait + 2 × retry_timeout ≤ ttl`; 3.0.2
     /// still takes a ttl under the 20 s that its later versions enforce.
@@ -48,12 +52,24 @@ impl Settings {
         ttl: 10,
         loop_wait: 1,
         retry_timeout: 4,
+        failsafe: false,
     };
+
+    pub const fn with_failsafe(self) -> Self {
+        Self {
+            failsafe: true,
+            ..self
+        }
+    }
 
     pub fn label(&self) -> String {
         format!(
-            "{}: ttl {}, loop_wait {}, retry_timeout {}",
-            self.name, self.ttl, self.loop_wait, self.retry_timeout
+            "{}: ttl {}, loop_wait {}, retry_timeout {}, failsafe_mode {}",
+            self.name,
+            self.ttl,
+            self.loop_wait,
+            self.retry_timeout,
+            if self.failsafe { "on" } else { "off" }
         )
     }
 }
@@ -75,6 +91,7 @@ impl Member {
             ttl,
             loop_wait,
             retry_timeout,
+            failsafe,
             ..
         } = settings;
         format!(
@@ -82,6 +99,7 @@ impl Member {
              restapi: {{listen: '{rest}', connect_address: '{rest}'}}\n\
              etcd3: {{hosts: '{etcd}'}}\n\
              bootstrap:\n  dcs:\n    ttl: {ttl}\n    loop_wait: {loop_wait}\n    retry_timeout: {retry_timeout}\n\
+             \x20   failsafe_mode: {failsafe}\n\
              \x20   postgresql: {{use_pg_rewind: true, use_slots: true}}\n  initdb: [data-checksums]\n\
              postgresql:\n  listen: '{pg}'\n  connect_address: '{pg}'\n  data_dir: {dir}/data\n\
              \x20 bin_dir: {PG_BIN}\n  pgpass: {dir}/pgpass\n\
@@ -346,6 +364,18 @@ impl Patroni {
 
     pub fn restart(&mut self, member: usize) {
         self.members[member].start();
+    }
+
+    /// Freezes (SIGSTOP) or thaws etcd: the DCS stops answering while every member and the
+    /// network go on, as the Kubernetes API does for pgha in `Cluster::pause_apiserver`.
+    pub fn pause_etcd(&self, paused: bool) {
+        let signal = if paused {
+            nix::sys::signal::Signal::SIGSTOP
+        } else {
+            nix::sys::signal::Signal::SIGCONT
+        };
+        let pid = nix::unistd::Pid::from_raw(self.etcd.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
     }
 }
 
