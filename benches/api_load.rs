@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use api_requests::Counts;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use pgha::api::PgCluster;
 use pgha_e2e::Cluster;
 use process::{TICKS_PER_SECOND, cpu_ticks, operator_pid, rss_kib};
@@ -77,17 +77,6 @@ async fn window(cluster: &Cluster, client: &Client) -> Window {
     }
 }
 
-async fn apply(clusters: &Api<PgCluster>, name: &str, instances: i32) {
-    let cluster: PgCluster = serde_saphyr::from_str(&format!(
-        "metadata: {{name: {name}}}\nspec: {{instances: {instances}, storage: {{size: 1Gi}}}}\n"
-    ))
-    .unwrap();
-    clusters
-        .create(&PostParams::default(), &cluster)
-        .await
-        .unwrap();
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let idle = report::knob("PGHA_BENCH_IDLE", 50) as usize;
@@ -96,7 +85,7 @@ async fn main() {
     let none = window(&cluster, &client).await;
     println!("no cluster: {:.1} requests/s", none.total());
 
-    apply(&clusters, "orders", 3).await;
+    install::create_plain(&clusters, "orders", 3).await;
     eventually::eventually(Duration::from_secs(300), "orders", || {
         install::healthy(&clusters, "orders", 3)
     })
@@ -105,7 +94,7 @@ async fn main() {
     println!("one 3-instance cluster: {:.1} requests/s", one.total());
 
     for i in 0..idle {
-        apply(&clusters, &format!("idle-{i}"), 1).await;
+        install::create_plain(&clusters, &format!("idle-{i}"), 1).await;
     }
     for i in 0..idle {
         let name = format!("idle-{i}");
@@ -131,10 +120,8 @@ async fn main() {
         )
     };
     // What the 3-instance cluster adds, by resource and verb, largest first.
-    let mut added: Vec<((String, String), f64)> = one
-        .rates
-        .iter()
-        .map(|(key, n)| (key.clone(), n - none.rates.get(key).unwrap_or(&0.0)))
+    let mut added: Vec<((String, String), f64)> = api_requests::between(&none.rates, &one.rates)
+        .into_iter()
         .filter(|(_, n)| *n >= 0.05)
         .collect();
     added.sort_by(|a, b| b.1.total_cmp(&a.1));

@@ -22,7 +22,7 @@ mod report;
 
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use pgha::api::PgCluster;
 use process::{TICKS_PER_SECOND, cpu_ticks, operator_pid, rss_kib};
 use report::{max, median, secs};
@@ -30,13 +30,6 @@ use report::{max, median, secs};
 const ROUNDS: usize = 3;
 const IDLE_CLUSTERS: usize = 20;
 const IDLE_WINDOW: Duration = Duration::from_secs(60);
-
-fn pg_cluster(name: &str, instances: i32) -> PgCluster {
-    serde_saphyr::from_str(&format!(
-        "metadata: {{name: {name}}}\nspec: {{instances: {instances}, storage: {{size: 1Gi}}}}\n"
-    ))
-    .unwrap()
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -49,10 +42,7 @@ async fn main() {
     {
         let name = format!("c{instances}-{round}");
         let started = Instant::now();
-        clusters
-            .create(&PostParams::default(), &pg_cluster(&name, instances))
-            .await
-            .unwrap();
+        install::create_plain(&clusters, &name, instances).await;
         eventually::eventually(Duration::from_secs(300), &name, || {
             install::healthy(&clusters, &name, instances)
         })
@@ -64,10 +54,7 @@ async fn main() {
     }
     for i in 0..IDLE_CLUSTERS {
         let name = format!("idle-{i}");
-        clusters
-            .create(&PostParams::default(), &pg_cluster(&name, 1))
-            .await
-            .unwrap();
+        install::create_plain(&clusters, &name, 1).await;
     }
     for i in 0..IDLE_CLUSTERS {
         let name = format!("idle-{i}");

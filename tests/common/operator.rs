@@ -84,6 +84,14 @@ pub async fn create(clusters: &Api<PgCluster>, yaml: &str) {
         .unwrap();
 }
 
+/// Creates a PgCluster of `instances` on 1Gi volumes, every other field defaulted.
+pub async fn create_plain(clusters: &Api<PgCluster>, name: &str, instances: i32) {
+    let yaml = format!(
+        "metadata: {{name: {name}}}\nspec: {{instances: {instances}, storage: {{size: 1Gi}}}}\n"
+    );
+    create(clusters, &yaml).await;
+}
+
 /// The cluster when it is Healthy with `instances` ready.
 pub async fn healthy(clusters: &Api<PgCluster>, name: &str, instances: i32) -> Option<PgCluster> {
     let cluster = clusters.get(name).await.ok()?;
