@@ -236,14 +236,19 @@ impl LeaseKeeper {
         }
         let sent = Instant::now();
         let lease_time = Duration::from_secs(lease.duration_seconds.max(1) as u64);
+        // Unrenewed for longer than the Lease time: this renewal ends an outage.
+        let lapse = self
+            .lock()
+            .renewed_at
+            .map(|at| sent - at)
+            .filter(|l| *l > lease_time);
         let mut annotations = {
             let state = self.lock();
             let mut annotations = state.annotations.clone();
             // A renewal after a lapse tells the operator the API was away from here too.
-            let returned = if state.renewed_at.is_some_and(|at| sent - at > lease_time) {
-                Some(k8s_openapi::jiff::Timestamp::now())
-            } else {
-                state.last_outage.as_ref().map(|o| o.ended.0)
+            let returned = match lapse {
+                Some(_) => Some(k8s_openapi::jiff::Timestamp::now()),
+                None => state.last_outage.as_ref().map(|o| o.ended.0),
             };
             if let Some(at) = returned {
                 annotations.insert(API_RETURNED_ANNOTATION.to_string(), at.to_string());
@@ -271,8 +276,7 @@ impl LeaseKeeper {
         match outcome {
             Ok(Ok(true)) => {
                 let mut state = self.lock();
-                let lapse = state.renewed_at.map(|at| sent - at);
-                if let Some(lapse) = lapse.filter(|l| *l > lease_time) {
+                if let Some(lapse) = lapse {
                     tracing::warn!(lease = %lease.name, unrenewed = ?lapse, "the primary Lease is renewed again; the members' vouches kept this primary serving meanwhile");
                     state.last_outage = Some(LeaseOutage {
                         ended: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
@@ -328,12 +332,8 @@ impl LeaseKeeper {
             };
             let every = renew_every(&lease);
             if due && let Some(round) = agent.peers().round(every).await {
-                let lasting =
-                    Duration::from_secs(u64::try_from(lease.duration_seconds).unwrap_or(0));
-                let margin =
-                    Duration::from_millis(u64::try_from(lease.fence_margin_millis).unwrap_or(0));
                 let until =
-                    vouch::held_until(round.sent, round.granted, round.members, lasting, margin)
+                    vouch::held_until(round.sent, round.granted, round.members, holds_for(&lease))
                         .map(Instant::from_std);
                 {
                     let mut state = self.lock();

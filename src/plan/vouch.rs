@@ -79,17 +79,17 @@ pub struct PromiseReport {
 }
 
 /// Until when a primary may act on a round of vouches it sent at `sent`, in which `granted`
-/// other members promised `lasting`: the promises less `margin` (for the members' clocks
-/// running at other rates than its own), if a majority of `members` stands behind it; a
-/// cluster of one needs nobody's word.
+/// other members promised not to be promoted for the Lease time: for `hold`, the time its
+/// Lease would hold it (`plan::lease::holds_for`: the Lease time less the margin for the
+/// members' clocks running at other rates than its own), if a majority of `members` stands
+/// behind it; a cluster of one needs nobody's word.
 pub fn held_until(
     sent: Instant,
     granted: usize,
     members: usize,
-    lasting: Duration,
-    margin: Duration,
+    hold: Duration,
 ) -> Option<Instant> {
-    (granted + 1 >= majority(members)).then(|| sent + lasting.saturating_sub(margin))
+    (granted + 1 >= majority(members)).then(|| sent + hold)
 }
 
 /// A member as it answers a replica about to be promoted (`GET /peer`).
@@ -145,6 +145,8 @@ pub fn vouched(host: &str, members: usize, promised: &[Vec<String>]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::instance::PrimaryLease;
+    use crate::plan::lease::holds_for;
     use proptest::prelude::*;
 
     const P: &str = "127.1.0.2";
@@ -189,15 +191,21 @@ mod tests {
     #[test]
     fn a_primary_holds_on_a_majority_of_vouches_less_the_margin() {
         let sent = Instant::now();
-        let (lasting, margin) = (Duration::from_secs(3), Duration::from_secs(1));
+        // A 3 s Lease less a 1 s margin.
+        let hold = holds_for(&PrimaryLease {
+            name: "orders-primary".into(),
+            duration_seconds: 3,
+            renew_millis: 500,
+            fence_margin_millis: 1000,
+        });
         assert_eq!(
-            held_until(sent, 0, 1, lasting, margin),
-            Some(sent + margin * 2)
+            held_until(sent, 0, 1, hold),
+            Some(sent + Duration::from_secs(2))
         );
-        assert_eq!(held_until(sent, 0, 3, lasting, margin), None);
-        assert!(held_until(sent, 1, 3, lasting, margin).is_some());
-        assert!(held_until(sent, 1, 4, lasting, margin).is_none());
-        assert!(held_until(sent, 2, 5, lasting, margin).is_some());
+        assert_eq!(held_until(sent, 0, 3, hold), None);
+        assert!(held_until(sent, 1, 3, hold).is_some());
+        assert!(held_until(sent, 1, 4, hold).is_none());
+        assert!(held_until(sent, 2, 5, hold).is_some());
     }
 
     #[test]
@@ -268,7 +276,7 @@ mod tests {
                 .iter()
                 .map(|f| if *f { report(Some(P), &[P]) } else { report(Some(T), &[]) })
                 .collect();
-            let p_holds = held_until(Instant::now(), vouchers, members, Duration::from_secs(3), Duration::from_secs(1)).is_some();
+            let p_holds = held_until(Instant::now(), vouchers, members, Duration::from_secs(2)).is_some();
             let t_cleared = may_take_over(T, members, &answers).is_ok();
             prop_assert!(!(p_holds && t_cleared), "members {members}, vouchers {vouchers}");
         }
