@@ -111,6 +111,9 @@ async fn unharmed(
             "{}: acknowledged rows lost: {lost:?}",
             w.name
         );
+        if back.current_primary.as_deref() != Some(w.primary.as_str()) {
+            explain(cluster, w).await;
+        }
         assert_eq!(
             back.current_primary.as_deref(),
             Some(w.primary.as_str()),
@@ -131,8 +134,26 @@ async fn unharmed(
         // The cluster says how long its primary ran without the API, and so does the
         // operator's /metrics.
         let lasted = ended.duration_since(began).as_secs_f64();
+        let seen = std::sync::Mutex::new(None);
         let outage = eventually(Duration::from_secs(20), "the outage reported", || async {
-            let outage = clusters.get(w.name).await.ok()?.status?.last_lease_outage?;
+            let outage = clusters.get(w.name).await.ok()?.status?.last_lease_outage;
+            let on_primary = instances
+                .get(&w.primary)
+                .await
+                .ok()?
+                .status?
+                .last_lease_outage;
+            let now = (outage.clone(), on_primary);
+            let mut last = seen.lock().unwrap();
+            if last.as_ref() != Some(&now) {
+                println!(
+                    "{}: {:?} after the end, lastLeaseOutage cluster/primary {now:?}",
+                    w.name,
+                    ended.elapsed()
+                );
+                *last = Some(now);
+            }
+            let outage = outage?;
             (outage.seconds > lasted - 3.0 && outage.ended.0 > began_at).then_some(outage)
         })
         .await;
@@ -158,9 +179,18 @@ async fn unharmed(
 }
 
 /// What a failed check needs to be understood: the nodes' and the cluster's pods' readiness,
-/// and the end of each pod's log.
+/// the end of each pod's log and what the operator logged of the cluster.
 async fn explain(cluster: &Cluster, w: &Watched) {
     let client = cluster.client();
+    let operator = PodRef {
+        namespace: "pgha-system".into(),
+        name: install::leader(&client).await,
+    };
+    let said = cluster.logs(&operator, "operator");
+    let about: Vec<&str> = said.lines().filter(|l| l.contains(w.name)).collect();
+    for line in &about[about.len().saturating_sub(80)..] {
+        eprintln!("  operator: {line}");
+    }
     for node in Api::<Node>::all(client.clone())
         .list(&Default::default())
         .await

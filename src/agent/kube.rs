@@ -19,7 +19,7 @@ use super::ConfigState;
 use super::error::{AgentError, Result};
 use super::status::Status;
 use crate::api::PgInstance;
-use crate::api::instance::{InstanceBackup, LeaseOutage};
+use crate::api::instance::{InstanceBackup, InstanceRole, LeaseOutage};
 use crate::k8s::apply_status;
 use crate::plan::agent::{Endpoint, Orders};
 use crate::plan::names::{self, SecretKind};
@@ -68,7 +68,7 @@ impl ApiOrders {
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
         let changed = Arc::new(Notify::new());
         let events = reflector::reflector(writer, watcher(api, config))
-            .default_backoff()
+            .backoff(crate::k8s::watch::backoff())
             .applied_objects()
             .for_each({
                 let changed = changed.clone();
@@ -135,6 +135,19 @@ impl ApiOrders {
             .and_then(|i| i.status.as_ref())
             .map(|s| s.conditions.clone())
             .unwrap_or_default()
+    }
+
+    /// `ready` and `role` of the PgInstance's status as the watch has them at each call.
+    pub fn stored_status(&self) -> StoredStatus {
+        let (store, name) = (self.store.clone(), self.name.clone());
+        Box::new(move || {
+            let instance = store
+                .state()
+                .into_iter()
+                .find(|i| i.metadata.name.as_deref() == Some(name.as_str()))?;
+            let status = instance.status.as_ref()?;
+            Some((status.ready, status.role))
+        })
     }
 
     /// The PgCluster the instance belongs to.
@@ -211,7 +224,7 @@ impl SecretWatch {
         let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
         let seen = self.seen.clone();
         let events = watcher(api, config)
-            .default_backoff()
+            .backoff(crate::k8s::watch::backoff())
             .applied_objects()
             .for_each(move |secret| {
                 if let Ok(secret) = secret {
@@ -272,14 +285,38 @@ pub struct StatusWriter {
     last: Mutex<Option<(serde_json::Value, std::time::Instant)>>,
     /// The conditions as last written (at the start, as the PgInstance had them).
     conditions: Mutex<Vec<Condition>>,
+    /// `ready` and `role` as the PgInstance has them now (the orders' watch).
+    stored: StoredStatus,
 }
 
-/// Unchanged fields are written again this often: the instance controller overrides `ready`
-/// while the pod is not ready, and only the agent's next write sets it back. WAL positions
-/// that moved are written no more often either: under writes they change every second, each
-/// write wakes the cluster's reconcile, and every decision that needs them fresh asks the
-/// agents directly.
-const REWRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+/// `ready` and `role` of the PgInstance's status as stored now, if it has one.
+pub type StoredStatus = Box<dyn Fn() -> Option<(bool, Option<InstanceRole>)> + Send + Sync>;
+
+/// When the agent writes its status again with nothing of note changed: WAL positions that
+/// moved at most every [`POSITIONS_EVERY`] (under writes they change every second; every
+/// decision that needs them fresh asks the agents directly), `ready` or `role` that someone
+/// else changed (the instance controller sets `ready` false while the pod is not ready) at
+/// most every [`REPAIR_EVERY`], and everything again every [`REWRITE_EVERY`]. An idle
+/// instance thus costs the API server a write a minute, not one every five seconds.
+const POSITIONS_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+const REPAIR_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+const REWRITE_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether `fields` are written now, after `last` was written `ago`; `stored_agrees`: the
+/// PgInstance as watched still has the `ready` and `role` written last.
+fn due(
+    last: Option<(&serde_json::Value, std::time::Duration)>,
+    fields: &serde_json::Value,
+    stored_agrees: bool,
+) -> bool {
+    let Some((last, ago)) = last else {
+        return true;
+    };
+    settled(last) != settled(fields)
+        || (!stored_agrees && ago >= REPAIR_EVERY)
+        || (last != fields && ago >= POSITIONS_EVERY)
+        || ago >= REWRITE_EVERY
+}
 
 /// Status fields that change with every write on the primary.
 const WAL_POSITIONS: [&str; 3] = ["currentLsn", "receivedLsn", "lagBytes"];
@@ -327,6 +364,7 @@ impl StatusWriter {
         name: &str,
         endpoint: Endpoint,
         conditions: Vec<Condition>,
+        stored: StoredStatus,
     ) -> Self {
         Self {
             api: Api::namespaced(client, namespace),
@@ -334,6 +372,7 @@ impl StatusWriter {
             endpoint,
             last: Mutex::new(None),
             conditions: Mutex::new(conditions),
+            stored,
         }
     }
 
@@ -376,15 +415,13 @@ impl StatusWriter {
         if let Some(map) = fields.as_object_mut() {
             map.retain(|_, v| !v.is_null());
         }
-        let fresh = self
-            .last
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-            .is_some_and(|(last, at)| {
-                settled(last) == settled(&fields) && at.elapsed() < REWRITE_EVERY
-            });
-        if fresh {
+        let written = |key: &str| fields.get(key).cloned().unwrap_or_default();
+        let stored_agrees = (self.stored)().is_none_or(|(ready, role)| {
+            written("ready") == json!(ready) && written("role") == json!(role)
+        });
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let last = last.as_ref().map(|(last, at)| (last, at.elapsed()));
+        if !due(last, &fields, stored_agrees) {
             return Ok(());
         }
         apply_status(&self.api, &self.name, FIELD_MANAGER, &fields)
@@ -403,12 +440,60 @@ impl StatusWriter {
             Some((fields, std::time::Instant::now()));
         Ok(())
     }
+
+    /// Writes from a task of its own, so that an API server that is slow or away never holds
+    /// up the agent's loop (restarting Postgres, following orders): the loop hands over its
+    /// newest observations and goes on; the task writes the newest it has. A write that hangs
+    /// past [`WRITE_PATIENCE`] (a partition drops packets instead of refusing them) is given
+    /// up and the newest tried again, on a fresh connection.
+    pub fn spawn(self) -> tokio::sync::watch::Sender<Option<(Status, Applied)>> {
+        let (tx, mut rx) = tokio::sync::watch::channel(None::<(Status, Applied)>);
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let Some((status, applied)) = rx.borrow_and_update().clone() else {
+                    continue;
+                };
+                let written =
+                    tokio::time::timeout(WRITE_PATIENCE, self.publish(&status, &applied)).await;
+                match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "status not written; retrying"),
+                    Err(_) => tracing::warn!("writing the status timed out; retrying"),
+                }
+            }
+        });
+        tx
+    }
 }
+
+/// How long one status write may take before it is given up.
+const WRITE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use k8s_openapi::jiff::Timestamp;
+
+    #[test]
+    fn an_idle_instance_writes_its_status_rarely_and_a_change_at_once() {
+        let s = std::time::Duration::from_secs;
+        let idle = json!({"role": "replica", "ready": true, "currentLsn": "0/3000000"});
+        let moved = json!({"role": "replica", "ready": true, "currentLsn": "0/3000100"});
+        let unready = json!({"role": "replica", "ready": false, "currentLsn": "0/3000000"});
+        assert!(due(None, &idle, true));
+        // Nothing new: written again only after a minute.
+        assert!(!due(Some((&idle, s(1))), &idle, true));
+        assert!(!due(Some((&idle, s(59))), &idle, true));
+        assert!(due(Some((&idle, s(60))), &idle, true));
+        // WAL positions alone: every 30 s.
+        assert!(!due(Some((&idle, s(29))), &moved, true));
+        assert!(due(Some((&idle, s(30))), &moved, true));
+        // Anything else at once.
+        assert!(due(Some((&idle, s(0))), &unready, true));
+        // `ready` changed under the agent: put back after 5 s, not in a tight loop.
+        assert!(!due(Some((&idle, s(4))), &idle, false));
+        assert!(due(Some((&idle, s(5))), &idle, false));
+    }
 
     #[test]
     fn a_restarted_agent_keeps_the_transition_time_of_an_unchanged_condition() {

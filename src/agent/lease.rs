@@ -236,19 +236,21 @@ impl LeaseKeeper {
         }
         let sent = Instant::now();
         let lease_time = Duration::from_secs(lease.duration_seconds.max(1) as u64);
-        // Unrenewed for longer than the Lease time: this renewal ends an outage.
-        let lapse = self
-            .lock()
-            .renewed_at
-            .map(|at| sent - at)
-            .filter(|l| *l > lease_time);
+        let overdue = |at: Instant| {
+            self.lock()
+                .renewed_at
+                .map(|r| at - r)
+                .filter(|l| *l > lease_time)
+        };
         let mut annotations = {
+            let late = overdue(sent).is_some();
             let state = self.lock();
             let mut annotations = state.annotations.clone();
-            // A renewal after a lapse tells the operator the API was away from here too.
-            let returned = match lapse {
-                Some(_) => Some(k8s_openapi::jiff::Timestamp::now()),
-                None => state.last_outage.as_ref().map(|o| o.ended.0),
+            // A renewal sent after a lapse tells the operator the API was away from here too.
+            let returned = if late {
+                Some(k8s_openapi::jiff::Timestamp::now())
+            } else {
+                state.last_outage.as_ref().map(|o| o.ended.0)
             };
             if let Some(at) = returned {
                 annotations.insert(API_RETURNED_ANNOTATION.to_string(), at.to_string());
@@ -275,6 +277,10 @@ impl LeaseKeeper {
         .await;
         match outcome {
             Ok(Ok(true)) => {
+                // Unrenewed for longer than the Lease time until this answer: an outage
+                // ends now. Measured to the answer, not the send: a renewal sent into a
+                // frozen API server waits there and lands when it returns.
+                let lapse = overdue(Instant::now());
                 let mut state = self.lock();
                 if let Some(lapse) = lapse {
                     tracing::warn!(lease = %lease.name, unrenewed = ?lapse, "the primary Lease is renewed again; the members' vouches kept this primary serving meanwhile");

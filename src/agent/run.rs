@@ -119,6 +119,7 @@ pub async fn run(
             lease_outage: None,
         };
         let backups = Arc::new(Backups::default());
+        let status = status.map(StatusWriter::spawn);
         let mut last_report = std::time::Instant::now();
         let mut last_tidy = std::time::Instant::now();
         loop {
@@ -167,9 +168,7 @@ pub async fn run(
                     keeper.publish(&now);
                     applied.lease_outage = keeper.last_outage();
                 }
-                if let Err(e) = writer.publish(&now, &applied).await {
-                    tracing::warn!(error = %e, "status not written; retrying");
-                }
+                writer.send_replace(Some((now, applied.clone())));
             }
         }
     };

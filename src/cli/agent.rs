@@ -171,6 +171,7 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
                     &settings.name,
                     endpoint,
                     conditions,
+                    orders.stored_status(),
                 );
                 (
                     OrdersSource::Api(orders),

@@ -45,11 +45,16 @@ pub async fn run(ctx: Arc<Context>) {
         writer,
         watcher(Api::<PgCluster>::all(client.clone()), Default::default()),
     )
-    .default_backoff()
+    .backoff(crate::k8s::watch::backoff())
     .applied_objects()
     .predicate_filter(wakes, PredicateConfig::default());
+    // An agent's report of WAL positions alone does not wake its cluster (see `instance_wakes`).
+    let instances = watcher(Api::<PgInstance>::all(client.clone()), ours.clone())
+        .backoff(crate::k8s::watch::backoff())
+        .touched_objects()
+        .predicate_filter(instance_wakes, PredicateConfig::default());
     Controller::for_stream(clusters, reader)
-        .owns(Api::<PgInstance>::all(client.clone()), ours.clone())
+        .owns_stream(instances)
         .owns(Api::<Service>::all(client.clone()), ours.clone())
         .owns(Api::<Secret>::all(client.clone()), ours.clone())
         .owns(Api::<ConfigMap>::all(client.clone()), ours.clone())
@@ -80,30 +85,54 @@ pub async fn run(ctx: Arc<Context>) {
 /// instances and the primary's Lease. Those move every second under writes, and each
 /// reconcile that writes them would otherwise wake the next.
 fn wakes(cluster: &PgCluster) -> Option<u64> {
-    use std::hash::{Hash, Hasher};
     let mut status = serde_json::to_value(&cluster.status).unwrap_or_default();
-    if let Some(map) = status.as_object_mut() {
-        for key in [
-            "highWater",
-            "lastArchivedWal",
-            "lastArchivedAt",
-            "walPendingArchive",
-        ] {
-            map.remove(key);
-        }
-        if let Some(instances) = map.get_mut("instances").and_then(|i| i.as_array_mut()) {
-            for instance in instances.iter_mut().filter_map(|i| i.as_object_mut()) {
-                instance.remove("lsn");
-                instance.remove("lagBytes");
-            }
+    let positions = [
+        "highWater",
+        "lastArchivedWal",
+        "lastArchivedAt",
+        "walPendingArchive",
+    ];
+    strip(&mut status, &positions);
+    if let Some(instances) = status.get_mut("instances").and_then(|i| i.as_array_mut()) {
+        for instance in instances {
+            strip(instance, &["lsn", "lagBytes"]);
         }
     }
+    let wakes = (cluster.labels(), cluster.annotations());
+    Some(fingerprint(cluster.metadata.generation, &status, wakes))
+}
+
+/// What of a PgInstance wakes its cluster's reconcile: its orders (generation), its deletion
+/// and its status — but not the WAL positions its agent reports. Those move under every
+/// write; the decisions that need them fresh ask the agents directly, and a reconcile for
+/// them alone re-applied every child of an idle cluster (most of what an idle cluster cost
+/// the API server, BENCHMARKS.md "API load").
+fn instance_wakes(instance: &PgInstance) -> Option<u64> {
+    let mut status = serde_json::to_value(&instance.status).unwrap_or_default();
+    strip(&mut status, &["currentLsn", "receivedLsn", "lagBytes"]);
+    let deleted = instance.metadata.deletion_timestamp.is_some();
+    Some(fingerprint(instance.metadata.generation, &status, deleted))
+}
+
+fn strip(value: &mut serde_json::Value, keys: &[&str]) {
+    if let Some(map) = value.as_object_mut() {
+        for key in keys {
+            map.remove(*key);
+        }
+    }
+}
+
+fn fingerprint(
+    generation: Option<i64>,
+    status: &serde_json::Value,
+    more: impl std::hash::Hash,
+) -> u64 {
+    use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    cluster.metadata.generation.hash(&mut hasher);
-    cluster.labels().hash(&mut hasher);
-    cluster.annotations().hash(&mut hasher);
+    generation.hash(&mut hasher);
+    more.hash(&mut hasher);
     status.to_string().hash(&mut hasher);
-    Some(hasher.finish())
+    hasher.finish()
 }
 
 fn error_policy(cluster: Arc<PgCluster>, error: &Error, _: Arc<Context>) -> Action {

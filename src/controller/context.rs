@@ -1,8 +1,9 @@
 //! What every reconcile shares: the client, the Event recorder, the metrics.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -20,6 +21,30 @@ pub struct Context {
     pub client: kube::Client,
     recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    pub vouches: Vouches,
+}
+
+/// Per cluster (`namespace/name`), the last majority of promises the failover saw for a
+/// primary whose Lease ran out, until when it holds, and what the status says of it.
+#[derive(Default)]
+pub struct Vouches(Mutex<HashMap<String, (Instant, String)>>);
+
+impl Vouches {
+    pub fn saw(&self, cluster: &str, until: Instant, note: String) {
+        self.lock().insert(cluster.to_string(), (until, note));
+    }
+
+    /// What was seen last, while it still holds.
+    pub fn running(&self, cluster: &str) -> Option<String> {
+        let mut seen = self.lock();
+        let now = Instant::now();
+        seen.retain(|_, (until, _)| *until > now);
+        seen.get(cluster).map(|(_, note)| note.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, String)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The operator's metrics (`/metrics`), in a prometheus-client registry.
@@ -272,6 +297,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            vouches: Vouches::default(),
         }
     }
 

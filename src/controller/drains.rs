@@ -16,7 +16,7 @@ use super::Error;
 pub fn cordons(client: Client) -> impl Stream<Item = ()> + Send + 'static {
     let mut cordoned: HashMap<String, bool> = HashMap::new();
     watcher(Api::<Node>::all(client), watcher::Config::default())
-        .default_backoff()
+        .backoff(crate::k8s::watch::backoff())
         .applied_objects()
         .filter_map(move |node| {
             let now = node.as_ref().ok().map(|n| {

@@ -2,7 +2,7 @@
 //! node, let `plan::failover` judge and elect, hand the Lease to the elected replica, and
 //! record each step in the cluster's status first, so that a new operator leader resumes it.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
@@ -26,6 +26,7 @@ use crate::plan::lease::{
     AGENT_RUN_ANNOTATION, API_RETURNED_ANNOTATION, LSN_ANNOTATION, SYNCHRONOUS_ANNOTATION,
     SYSTEM_ID_ANNOTATION, TIMELINE_ANNOTATION, expired,
 };
+use crate::plan::vouch::PromiseReport;
 use crate::plan::wal::parse_lsn;
 use crate::plan::{failover, names, vouch};
 
@@ -257,26 +258,35 @@ pub async fn decide(
                 .as_ref()
                 .and_then(|s| s.endpoint.as_ref())
                 .map(|e| e.host.as_str());
-            let promised: Vec<Vec<String>> =
-                candidates.iter().map(|c| c.promises.clone()).collect();
+            let reports: Vec<(&str, &[PromiseReport])> = candidates
+                .iter()
+                .map(|c| (c.name.as_str(), c.promises.as_slice()))
+                .collect();
             let members = usize::try_from(cluster.spec.instances).unwrap_or(1);
-            if view.holder.as_deref() == Some(current.as_str())
-                && let Some(host) = host
-                && vouch::vouched(host, members, &promised)
-            {
-                let vouching: Vec<&str> = candidates
-                    .iter()
-                    .filter(|c| c.promises.iter().any(|p| p == host))
-                    .map(|c| c.name.as_str())
-                    .collect();
-                decision.vouched = Some(format!(
-                    "{why}; {current} serves on the promises of {} (a majority of the {members} members)",
-                    if vouching.is_empty() {
-                        "nobody else: it is the only member".to_string()
-                    } else {
-                        vouching.join(", ")
-                    }
-                ));
+            let key = format!("{namespace}/{name}");
+            let holds = view.holder.as_deref() == Some(current.as_str());
+            let seen = host
+                .filter(|_| holds)
+                .and_then(|host| vouch::vouched(host, members, &reports, Instant::now()));
+            // Promises seen a moment ago still hold a majority when a member is slow to
+            // answer now: no replica could be promoted before they run out.
+            let note = match seen {
+                Some(seen) => {
+                    let note = format!(
+                        "{why}; {current} serves on the promises of {} (a majority of the {members} members)",
+                        if seen.by.is_empty() {
+                            "nobody else: it is the only member".to_string()
+                        } else {
+                            seen.by.join(", ")
+                        }
+                    );
+                    ctx.vouches.saw(&key, seen.until, note.clone());
+                    Some(note)
+                }
+                None => ctx.vouches.running(&key),
+            };
+            if let Some(note) = note.filter(|_| holds) {
+                decision.vouched = Some(note);
                 decision.requeue = Some(Duration::from_millis(500));
                 return Ok(decision);
             }
@@ -529,7 +539,7 @@ pub(super) async fn candidates(observed: &[PgInstance], lost: &str) -> Vec<Candi
             Candidate {
                 name,
                 reachable,
-                promises: detail.promises.iter().map(|p| p.primary.clone()).collect(),
+                promises: detail.promises,
                 system_identifier: detail.system_identifier.or(status.system_identifier),
                 timeline: detail.timeline,
                 received_lsn: detail.received_lsn,

@@ -39,7 +39,7 @@ async fn watch(client: Client, tx: mpsc::UnboundedSender<ObjectRef<PgCluster>>) 
         writer,
         watcher(api, watcher::Config::default().labels(&selector)),
     )
-    .default_backoff()
+    .backoff(crate::k8s::watch::backoff())
     .applied_objects()
     .for_each({
         // A Lease handed back (a fence completed) wakes its cluster at once, not at the tick.

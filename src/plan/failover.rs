@@ -133,7 +133,7 @@ pub struct Candidate {
     /// It streamed from the lost primary since its agent started.
     pub streamed_from_primary: bool,
     /// The primaries (addresses) it keeps a promise not to be promoted to.
-    pub promises: Vec<String>,
+    pub promises: Vec<crate::plan::vouch::PromiseReport>,
 }
 
 /// The replication settings and limits an election applies.

@@ -131,15 +131,43 @@ pub fn may_take_over(me: &str, members: usize, answers: &[PeerReport]) -> Result
     }
 }
 
-/// The operator's side: whether members that promised the primary at `host` make a majority
-/// with it, so that it may serve although its Lease ran out (`promised` holds, for each other
-/// member that answered, the primaries it keeps promises to).
-pub fn vouched(host: &str, members: usize, promised: &[Vec<String>]) -> bool {
-    let vouching = promised
+/// The operator's side: a primary whose Lease ran out that a majority of the members still
+/// stand behind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vouched {
+    /// The other members that promised it (none in a cluster of one).
+    pub by: Vec<String>,
+    /// Until when the promises seen keep a majority behind it: until then, no replica can be
+    /// promoted anyway, so a member that does not answer for a moment changes nothing.
+    pub until: Instant,
+}
+
+/// Whether the members' `reports` (each other member that answered: its name and running
+/// promises, as of `now`) make a majority of `members` with the primary at `host`.
+pub fn vouched(
+    host: &str,
+    members: usize,
+    reports: &[(&str, &[PromiseReport])],
+    now: Instant,
+) -> Option<Vouched> {
+    let mut promised: Vec<(&str, u64)> = reports
         .iter()
-        .filter(|p| p.iter().any(|h| h == host))
-        .count();
-    vouching + 1 >= majority(members)
+        .filter_map(|(name, promises)| {
+            let left = promises.iter().filter(|p| p.primary == host);
+            Some((*name, left.map(|p| p.remaining_millis).max()?))
+        })
+        .collect();
+    // The majority lasts as long as the shortest of its longest promises.
+    promised.sort_by_key(|(_, left)| std::cmp::Reverse(*left));
+    let needed = majority(members) - 1;
+    let lasts = match needed {
+        0 => 0,
+        n => promised.get(n - 1)?.1,
+    };
+    Some(Vouched {
+        by: promised.iter().map(|(name, _)| name.to_string()).collect(),
+        until: now + Duration::from_millis(lasts),
+    })
 }
 
 #[cfg(test)]
@@ -249,13 +277,32 @@ mod tests {
     }
 
     #[test]
-    fn the_operator_sees_a_vouched_primary() {
-        let p = vec![P.to_string()];
-        assert!(vouched(P, 3, &[p.clone(), vec![]]));
-        assert!(!vouched(P, 3, &[vec![], vec![]]));
-        assert!(vouched(P, 1, &[]));
-        assert!(!vouched(P, 5, &[p.clone(), vec![]]));
-        assert!(vouched(P, 5, &[p.clone(), p]));
+    fn the_operator_sees_a_vouched_primary_until_the_majority_s_promises_run_out() {
+        let now = Instant::now();
+        let to = |host: &str, ms: u64| PromiseReport {
+            primary: host.into(),
+            remaining_millis: ms,
+        };
+        let (a, b, none) = ([to(P, 3000)], [to(P, 1000), to(T, 5000)], []);
+        let until = |members, reports: &[(&str, &[PromiseReport])]| {
+            vouched(P, members, reports, now).map(|v| (v.by, v.until - now))
+        };
+        let ms = Duration::from_millis;
+        let by = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            until(3, &[("a", &a), ("c", &none)]),
+            Some((by(&["a"]), ms(3000)))
+        );
+        assert_eq!(until(3, &[("c", &none), ("d", &none)]), None);
+        // A promise to another primary is none to this one.
+        assert_eq!(until(3, &[("t", &[to(T, 3000)])]), None);
+        assert_eq!(until(1, &[]), Some((vec![], ms(0))));
+        assert_eq!(until(5, &[("a", &a), ("c", &none)]), None);
+        // Two of four others needed: the majority ends when the second-longest promise does.
+        assert_eq!(
+            until(5, &[("b", &b), ("a", &a), ("c", &none)]),
+            Some((by(&["a", "b"]), ms(1000)))
+        );
     }
 
     proptest! {
