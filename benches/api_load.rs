@@ -144,13 +144,17 @@ async fn main() {
          replicas), each state idle for {settle} s and then counted for {window} s from the API \
          server's `apiserver_request_total`. The harness itself (its volume provisioner, the \
          node agents' Leases and status) is part of the first row. Each primary renews its \
-         Lease every 500 ms (`failover.renewMillis`) with one write.\n\n\
+         Lease every 500 ms (`failover.renewMillis`) with one write; an agent writes its \
+         status when it changes (WAL positions at most every 30 s, nothing new every 60 s), \
+         and WAL positions alone do not wake the operator's reconcile.\n\n\
          | state | API requests/s | of them Leases | PgInstances | leading operator RSS | its CPU |\n\
          |---|---|---|---|---|---|\n\
          {r0}{r1}{r2}\n\
          One idle 3-instance cluster costs **{per_three:.1} requests/s** (goal ≤ 1), one idle \
-         1-instance cluster {per_one:.1}/s. Before the Lease renewal went from a read and a \
-         write to one write, an idle 3-instance cluster cost about 10 requests/s.\n\n\
+         1-instance cluster {per_one:.1}/s. History of the 3-instance figure: about 10/s \
+         while a renewal was a read and a write; 5.9/s (2026-12-03) while agents wrote \
+         their status every 5 s and each moved WAL position woke the cluster's reconcile, \
+         which re-applied every child.\n\n\
          | what one idle 3-instance cluster adds: resource | verb | requests/s |\n|---|---|---|\n\
          {detail}",
         header = report::header("cargo bench --bench api_load"),

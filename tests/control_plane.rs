@@ -87,7 +87,11 @@ async fn unharmed(
         .unwrap();
         let healthy_after = ended.elapsed();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let gap = w.writer.longest_gap(began, Instant::now());
+        let (gap_began, gap) = w.writer.longest_gap_from(began, Instant::now());
+        // Where the gap fell tells a stall at the API server's return from one during the
+        // outage.
+        let gap_at = gap_began.duration_since(began).as_secs_f64()
+            - ended.duration_since(began).as_secs_f64();
         let Some(on_primary) = connect(
             &w.target,
             &w.target.address.ip().to_string(),
@@ -101,7 +105,7 @@ async fn unharmed(
         let acked = w.writer.acked();
         let lost = missing(&on_primary, &acked).await;
         println!(
-            "{fault}: {}: longest write gap {gap:?}, {} rows acknowledged, {} lost, Healthy {healthy_after:?} after the end",
+            "{fault}: {}: longest write gap {gap:?} (from {gap_at:+.2} s after the end), {} rows acknowledged, {} lost, Healthy {healthy_after:?} after the end",
             w.name,
             acked.len(),
             lost.len()

@@ -206,18 +206,22 @@ impl Writer {
     /// The longest time without an acknowledgement after `since` until now or `until`: the
     /// write outage a fault caused.
     pub fn longest_gap(&self, since: Instant, until: Instant) -> Duration {
+        self.longest_gap_from(since, until).1
+    }
+
+    /// The longest gap as [`Writer::longest_gap`] has it, and when it began.
+    pub fn longest_gap_from(&self, since: Instant, until: Instant) -> (Instant, Duration) {
         let log = self.log.lock().unwrap();
         let mut last = since;
-        let mut longest = Duration::ZERO;
-        for (_, at) in log
-            .acked
-            .iter()
-            .filter(|(_, at)| *at > since && *at <= until)
-        {
-            longest = longest.max(at.duration_since(last));
-            last = *at;
+        let mut longest = (since, Duration::ZERO);
+        let acks = log.acked.iter().map(|(_, at)| *at);
+        for at in acks.filter(|at| *at > since && *at <= until).chain([until]) {
+            if at.saturating_duration_since(last) > longest.1 {
+                longest = (last, at.saturating_duration_since(last));
+            }
+            last = at;
         }
-        longest.max(until.saturating_duration_since(last))
+        longest
     }
 }
 
