@@ -197,6 +197,13 @@ async fn bring_up(agent: &Agent, source: &OrdersSource, keeper: Option<&LeaseKee
             keeper.want(wanted_lease(&orders));
         }
         if orders.fenced {
+            // The role this agent starts in comes from the orders, but a data directory a
+            // primary left (killed, then restarted fenced while the operator already points
+            // it at the new primary) must be rewound before it follows anyone: unfenced as
+            // a standby it would replay its own history past the fork and never stream.
+            if agent.was_primary().await.unwrap_or(false) {
+                agent.set_desired(Desired::Primary);
+            }
             return agent.fence().await.map(drop);
         }
         agent.bootstrap(orders.recovery.as_ref()).await?;

@@ -140,3 +140,85 @@ async fn the_agent_process_follows_orders_and_shuts_down_cleanly_on_sigterm() {
         "a clean shutdown leaves nothing to recover:\n{control}"
     );
 }
+
+/// A primary killed after its replica was promoted comes back to orders that already say
+/// "follow the new primary, fenced" (what the operator orders a lost primary): once unfenced
+/// it is rewound onto the new timeline. Started as a standby on its own history instead, it
+/// would replay past the fork and never stream again (seen in tests/failover.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_primary_restarted_fenced_is_rewound_before_it_follows() {
+    let ws = Workspace::new(&["a", "b"]);
+    let orders = ws.dir.path().join("orders.yaml");
+    let members = "config:\n  members: [a, b]\n";
+    std::fs::write(&orders, format!("role: primary\n{members}")).unwrap();
+    let status_addr = format!("127.0.0.1:{}", free_port());
+    let mut agent = spawn_agent(&ws, "a", &orders, &status_addr);
+    eventually(Duration::from_secs(60), "a ready as primary", || async {
+        (get(&status_addr, "/readyz").await?.0 == 200).then_some(())
+    })
+    .await;
+    let b = ws
+        .start("b", pgha::agent::Desired::Replica(ws.endpoint("a")))
+        .await;
+    let primary = ws.client("a").await;
+    primary
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    wait_for_row(&ws, "b", 1).await;
+
+    // b is promoted; a, cut off from it, takes writes b never sees, then dies with its agent.
+    assert_eq!(b.promote().await.unwrap(), 2);
+    primary
+        .batch_execute("INSERT INTO t SELECT generate_series(100, 2000)")
+        .await
+        .unwrap();
+    drop(primary);
+    agent.kill().await.unwrap();
+    let settings = ws.settings("a");
+    let pid_file = std::fs::read_to_string(settings.data_dir.join("postmaster.pid")).unwrap();
+    let postmaster: i32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
+    kill(Pid::from_raw(postmaster), Signal::SIGKILL).unwrap();
+    eventually(Duration::from_secs(10), "a's Postgres gone", || async {
+        (kill(Pid::from_raw(postmaster), None).is_err()
+            && crate::cluster::try_client(&ws.endpoint("a")).await.is_err())
+        .then_some(())
+    })
+    .await;
+
+    let b_at = ws.endpoint("b");
+    let follow_b = format!(
+        "role: replica\nprimary: {{host: \"{}\", port: {}}}\n{members}",
+        b_at.host, b_at.port
+    );
+    std::fs::write(&orders, format!("fenced: true\n{follow_b}")).unwrap();
+    let mut agent = spawn_agent(&ws, "a", &orders, &status_addr);
+    eventually(Duration::from_secs(30), "a fenced", || async {
+        let (code, body) = get(&status_addr, "/status").await?;
+        (code == 200 && body.contains(r#""role":"fenced""#)).then_some(())
+    })
+    .await;
+    std::fs::write(&orders, follow_b).unwrap();
+    ws.client("b")
+        .await
+        .execute("INSERT INTO t VALUES (2)", &[])
+        .await
+        .unwrap();
+    wait_for_row(&ws, "a", 2).await;
+    let (_, body) = get(&status_addr, "/status").await.unwrap();
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["role"], "replica", "{status}");
+    assert_eq!(status["timeline"], 2, "{status}");
+    let divergent: i64 = ws
+        .client("a")
+        .await
+        .query_one("SELECT count(*) FROM t WHERE id >= 100", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        divergent, 0,
+        "what only the old primary had is rewound away"
+    );
+    agent.kill().await.unwrap();
+}
