@@ -15,7 +15,9 @@
 //!   and on) frozen for 20 s while everything else goes on.
 //!
 //! Run: `make bench` or `cargo bench --bench failover` as root; `-- patroni` or `-- pgha` runs
-//! one side and only prints; `-- outage` runs only the control-plane rows and writes them. `PGHA_BENCH_RUNS` sets the runs per fault (10). Writes the
+//! one side and only prints; `-- outage` runs only the control-plane rows and writes them; `-- fleet` runs a kill and a
+//! partition with the cluster alone and beside `PGHA_BENCH_IDLE` (50) idle 1-instance
+//! clusters and writes those (`failover-fleet`). `PGHA_BENCH_RUNS` sets the runs per fault (10). Writes the
 //! figures into BENCHMARKS.md between the `failover` markers.
 
 #[allow(dead_code)]
@@ -32,6 +34,9 @@ mod install;
 #[allow(dead_code)]
 #[path = "support/patroni.rs"]
 mod patroni;
+#[allow(dead_code)]
+#[path = "support/process.rs"]
+mod process;
 #[allow(dead_code)]
 #[path = "support/report.rs"]
 mod report;
@@ -257,19 +262,24 @@ impl Pgha {
 
 async fn pgha_side(runs: usize) -> Vec<Series> {
     let mut pgha = Pgha::start(11).await;
-    let mut done: Vec<Series> = Kind::ALL
-        .into_iter()
+    rounds(&mut pgha, &Kind::ALL, runs, "pgha (defaults: Lease 3 s)").await
+}
+
+/// `runs` rounds of every fault in `kinds` on pgha's cluster, one series per fault.
+async fn rounds(pgha: &mut Pgha, kinds: &[Kind], runs: usize, tool: &str) -> Vec<Series> {
+    let mut done: Vec<Series> = kinds
+        .iter()
         .map(|kind| Series {
             fault: kind.label(),
-            tool: "pgha (defaults: Lease 3 s)".into(),
+            tool: tool.into(),
             runs: Vec::new(),
             failures: Vec::new(),
         })
         .collect();
     // Round after round of every fault, so that a drift in the machine's load spreads evenly.
     for round in 1..=runs {
-        for (kind, series) in Kind::ALL.into_iter().zip(&mut done) {
-            match pgha.run(kind).await {
+        for (kind, series) in kinds.iter().zip(&mut done) {
+            match pgha.run(*kind).await {
                 Ok(run) => series.runs.push(run),
                 Err(symptom) => {
                     let what = format!("{kind:?}-{round}");
@@ -279,6 +289,74 @@ async fn pgha_side(runs: usize) -> Vec<Series> {
         }
     }
     done
+}
+
+// ---------------------------------------------------------------------------------------------
+// Beside a fleet: the same cluster's failover alone, then with idle clusters on the same
+// operator and API server (issue "The database outlives the control plane", item 6)
+
+const FLEET_KINDS: [Kind; 2] = [Kind::Kill, Kind::Partition];
+const FLEET_RUNS: usize = 3;
+
+async fn fleet(idle: usize) -> String {
+    let mut pgha = Pgha::start(11).await;
+    let mut all = rounds(&mut pgha, &FLEET_KINDS, FLEET_RUNS, "pgha, alone").await;
+    let alone_rss = operator_mib(&pgha).await;
+    for i in 0..idle {
+        install::create_plain(&pgha.clusters, &format!("idle-{i}"), 1).await;
+    }
+    for i in 0..idle {
+        let name = format!("idle-{i}");
+        wait_for(Duration::from_secs(1200), &name, || {
+            install::healthy(&pgha.clusters, &name, 1)
+        })
+        .await;
+    }
+    let beside = format!("pgha, beside {idle} idle 1-instance clusters");
+    all.extend(rounds(&mut pgha, &FLEET_KINDS, FLEET_RUNS, &beside).await);
+    let fleet_rss = operator_mib(&pgha).await;
+    let ratios: Vec<String> = FLEET_KINDS
+        .iter()
+        .map(|kind| {
+            let of = |tool: &str| {
+                all.iter()
+                    .find(|s| s.fault == kind.label() && s.tool.starts_with(tool))
+                    .map(first_writes)
+                    .filter(|t| !t.is_empty())
+                    .map(|t| median(&t).as_secs_f64())
+            };
+            match (of("pgha, alone"), of("pgha, beside")) {
+                (Some(alone), Some(beside)) => format!(
+                    "{}: {beside:.2} s / {alone:.2} s = {:.2}",
+                    kind.label(),
+                    beside / alone
+                ),
+                _ => format!("{}: no successful run to compare", kind.label()),
+            }
+        })
+        .collect();
+    format!(
+        "{header}\
+         The failover benchmark's cluster and writer (above), {FLEET_RUNS} runs of each fault \
+         with the cluster alone on the operator, then the same after {idle} idle 1-instance \
+         PgClusters came up beside it (same operator, same API server, same 2 cores). Goal: \
+         the busy cluster's failover within 10 % of its time alone; the leading operator \
+         ≤ 60 MiB.\n\n\
+         {table}\n{failures}\
+         Fault → first write, median beside the fleet / alone: {ratios}. The leading \
+         operator's RSS: {alone_rss:.1} MiB alone, {fleet_rss:.1} MiB beside the fleet.\n",
+        header = report::header("cargo bench --bench failover -- fleet"),
+        table = results_table(&all),
+        failures = failures(&all),
+        ratios = ratios.join("; "),
+    )
+}
+
+/// The leading operator's resident memory.
+async fn operator_mib(pgha: &Pgha) -> f64 {
+    let leader = install::leader(&pgha.kube).await;
+    let pid = process::operator_pid(pgha.cluster.state_dir(), &leader);
+    process::rss_kib(pid) as f64 / 1024.0
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -606,6 +684,12 @@ async fn main() {
         .ok()
         .map_or(10, |v| v.parse().expect("PGHA_BENCH_RUNS: a number"));
     let started = Instant::now();
+    if side.as_deref() == Some("fleet") {
+        let report = fleet(report::knob("PGHA_BENCH_IDLE", 50) as usize).await;
+        println!("{report}");
+        report::write_section("failover-fleet", "Failover beside a fleet", &report);
+        return;
+    }
     if matches!(side.as_deref(), None | Some("outage")) {
         let mut outages = patroni_outages(OUTAGE_RUNS).await;
         let mut pgha = Pgha::start(11).await;
