@@ -20,7 +20,7 @@ use crate::api::instance::{LeaseOutage, PrimaryLease};
 use crate::k8s::lease::{LeaseApi, Renewal, Takeover};
 use crate::plan::lease::{
     AGENT_RUN_ANNOTATION, API_RETURNED_ANNOTATION, LSN_ANNOTATION, SYNCHRONOUS_ANNOTATION,
-    SYSTEM_ID_ANNOTATION, TIMELINE_ANNOTATION, holds_for,
+    SYSTEM_ID_ANNOTATION, TIMELINE_ANNOTATION, holds_for, outage_ended,
 };
 use crate::plan::vouch;
 
@@ -64,6 +64,8 @@ struct KeeperState {
     /// The last stretch the Lease went unrenewed for longer than its time while this agent
     /// held on: when it ended, and how long it was.
     last_outage: Option<LeaseOutage>,
+    /// The same stretch on the monotonic clock: when it began and ended.
+    outage_span: Option<(std::time::Instant, std::time::Instant)>,
     annotations: BTreeMap<String, String>,
     /// Whether this run has renewed the Lease yet.
     renewed_once: bool,
@@ -93,6 +95,7 @@ impl LeaseKeeper {
                 vouched_until: None,
                 renewed_at: None,
                 last_outage: None,
+                outage_span: None,
                 annotations: BTreeMap::new(),
                 renewed_once: false,
             }),
@@ -236,15 +239,9 @@ impl LeaseKeeper {
         }
         let sent = Instant::now();
         let lease_time = Duration::from_secs(lease.duration_seconds.max(1) as u64);
-        let overdue = |at: Instant| {
-            self.lock()
-                .renewed_at
-                .map(|r| at - r)
-                .filter(|l| *l > lease_time)
-        };
         let mut annotations = {
-            let late = overdue(sent).is_some();
             let state = self.lock();
+            let late = state.renewed_at.is_some_and(|at| sent - at > lease_time);
             let mut annotations = state.annotations.clone();
             // A renewal sent after a lapse tells the operator the API was away from here too.
             let returned = if late {
@@ -280,15 +277,25 @@ impl LeaseKeeper {
                 // Unrenewed for longer than the Lease time until this answer: an outage
                 // ends now. Measured to the answer, not the send: a renewal sent into a
                 // frozen API server waits there and lands when it returns.
-                let lapse = overdue(Instant::now());
+                let answered = Instant::now();
                 let mut state = self.lock();
-                if let Some(lapse) = lapse {
-                    tracing::warn!(lease = %lease.name, unrenewed = ?lapse, "the primary Lease is renewed again; the members' vouches kept this primary serving meanwhile");
+                let span = state.renewed_at.and_then(|renewed_at| {
+                    outage_ended(
+                        state.outage_span,
+                        renewed_at.into_std(),
+                        answered.into_std(),
+                        lease_time,
+                    )
+                });
+                if let Some((began, ended)) = span {
+                    let unrenewed = ended - began;
+                    tracing::warn!(lease = %lease.name, ?unrenewed, "the primary Lease is renewed again; the members' vouches kept this primary serving meanwhile");
+                    state.outage_span = span;
                     state.last_outage = Some(LeaseOutage {
                         ended: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                             k8s_openapi::jiff::Timestamp::now(),
                         ),
-                        seconds: lapse.as_secs_f64(),
+                        seconds: unrenewed.as_secs_f64(),
                     });
                 }
                 state.held_until = Some(sent + holds_for(lease));

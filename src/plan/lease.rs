@@ -1,7 +1,7 @@
 //! The primary Lease: when a holder must fence itself, and when others may take the Lease.
 //! Time is a parameter: the agent passes its monotonic clock, the operator the API's times.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
@@ -62,6 +62,28 @@ pub fn expired(renewed: Option<Timestamp>, duration_seconds: i32, now: Timestamp
     expires(renewed, duration_seconds).is_none_or(|end| now > end)
 }
 
+/// The stretch without the API that a successful renewal, answered at `answered`, ends —
+/// `(began, ended)` on the holder's monotonic clock — when the Lease went unrenewed for
+/// longer than `lease_time` since the last successful renewal was sent (`renewed_at`).
+/// Such a stretch that began no more than `lease_time` after `previous` ended continues it:
+/// an API server back from an outage that cannot keep up with renewals yet is still the same
+/// outage, and reporting only its tail would say "3 s without the API" after a minute.
+pub fn outage_ended(
+    previous: Option<(Instant, Instant)>,
+    renewed_at: Instant,
+    answered: Instant,
+    lease_time: Duration,
+) -> Option<(Instant, Instant)> {
+    if answered.saturating_duration_since(renewed_at) <= lease_time {
+        return None;
+    }
+    let began = match previous {
+        Some((began, ended)) if renewed_at.saturating_duration_since(ended) <= lease_time => began,
+        _ => renewed_at,
+    };
+    Some((began, answered))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +109,27 @@ mod tests {
         // spare for the fence itself and clock rates.
         let expiry = Duration::from_secs(lease.duration_seconds as u64);
         assert!(holds_for(&lease) + Duration::from_millis(900) < expiry);
+    }
+
+    #[test]
+    fn an_outage_is_reported_whole_even_when_the_api_server_stumbles_back() {
+        let t = Instant::now();
+        let at = |s: u64| t + Duration::from_millis(s);
+        let lease = Duration::from_secs(3);
+        // Renewed in time: no outage.
+        assert_eq!(outage_ended(None, at(0), at(3_000), lease), None);
+        // A minute without the API.
+        let minute = outage_ended(None, at(0), at(60_000), lease);
+        assert_eq!(minute, Some((at(0), at(60_000))));
+        // One renewal gets through, then 3.2 s more without: the same outage, 63.2 s.
+        assert_eq!(
+            outage_ended(minute, at(59_800), at(63_200), lease),
+            Some((at(0), at(63_200)))
+        );
+        // A new one long after is its own.
+        assert_eq!(
+            outage_ended(minute, at(70_000), at(74_000), lease),
+            Some((at(70_000), at(74_000)))
+        );
     }
 }
