@@ -22,7 +22,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::apply::{apply, prune};
 use super::switchover::{self, under_way as switchover_under_way};
 use super::{Context, Error};
-use super::{agents, backups, drains, drills, failover, lease_watch, tls};
+use super::{agents, backups, drains, drills, failover, lease_watch, tls, wakes};
 use crate::api::cluster::{PrimaryUpdateMethod, SWITCHOVER_ANNOTATION};
 use crate::api::instance::{InstanceRole, Peer};
 use crate::api::{PgBackup, PgCluster, PgClusterStatus, PgInstance};
@@ -47,12 +47,12 @@ pub async fn run(ctx: Arc<Context>) {
     )
     .backoff(crate::k8s::watch::backoff())
     .applied_objects()
-    .predicate_filter(wakes, PredicateConfig::default());
-    // An agent's report of WAL positions alone does not wake its cluster (see `instance_wakes`).
+    .predicate_filter(wakes::cluster, PredicateConfig::default());
+    // An agent's report of WAL positions alone does not wake its cluster (`wakes::instance`).
     let instances = watcher(Api::<PgInstance>::all(client.clone()), ours.clone())
         .backoff(crate::k8s::watch::backoff())
         .touched_objects()
-        .predicate_filter(instance_wakes, PredicateConfig::default());
+        .predicate_filter(wakes::instance, PredicateConfig::default());
     Controller::for_stream(clusters, reader)
         .owns_stream(instances)
         .owns(Api::<Service>::all(client.clone()), ours.clone())
@@ -78,61 +78,6 @@ pub async fn run(ctx: Arc<Context>) {
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
-}
-
-/// What of a PgCluster wakes its reconcile: its spec, labels and annotations (a switchover
-/// request) and its status — but not the WAL positions the status copies from the
-/// instances and the primary's Lease. Those move every second under writes, and each
-/// reconcile that writes them would otherwise wake the next.
-fn wakes(cluster: &PgCluster) -> Option<u64> {
-    let mut status = serde_json::to_value(&cluster.status).unwrap_or_default();
-    let positions = [
-        "highWater",
-        "lastArchivedWal",
-        "lastArchivedAt",
-        "walPendingArchive",
-    ];
-    strip(&mut status, &positions);
-    if let Some(instances) = status.get_mut("instances").and_then(|i| i.as_array_mut()) {
-        for instance in instances {
-            strip(instance, &["lsn", "lagBytes"]);
-        }
-    }
-    let wakes = (cluster.labels(), cluster.annotations());
-    Some(fingerprint(cluster.metadata.generation, &status, wakes))
-}
-
-/// What of a PgInstance wakes its cluster's reconcile: its orders (generation), its deletion
-/// and its status — but not the WAL positions its agent reports. Those move under every
-/// write; the decisions that need them fresh ask the agents directly, and a reconcile for
-/// them alone re-applied every child of an idle cluster (most of what an idle cluster cost
-/// the API server, BENCHMARKS.md "API load").
-fn instance_wakes(instance: &PgInstance) -> Option<u64> {
-    let mut status = serde_json::to_value(&instance.status).unwrap_or_default();
-    strip(&mut status, &["currentLsn", "receivedLsn", "lagBytes"]);
-    let deleted = instance.metadata.deletion_timestamp.is_some();
-    Some(fingerprint(instance.metadata.generation, &status, deleted))
-}
-
-fn strip(value: &mut serde_json::Value, keys: &[&str]) {
-    if let Some(map) = value.as_object_mut() {
-        for key in keys {
-            map.remove(*key);
-        }
-    }
-}
-
-fn fingerprint(
-    generation: Option<i64>,
-    status: &serde_json::Value,
-    more: impl std::hash::Hash,
-) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    generation.hash(&mut hasher);
-    more.hash(&mut hasher);
-    status.to_string().hash(&mut hasher);
-    hasher.finish()
 }
 
 fn error_policy(cluster: Arc<PgCluster>, error: &Error, _: Arc<Context>) -> Action {

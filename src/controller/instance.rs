@@ -9,12 +9,13 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector;
+use kube::runtime::{Controller, PredicateConfig, WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::apply::apply;
-use super::{Context, Error};
+use super::{Context, Error, wakes};
 use crate::api::PgInstance;
 use crate::api::instance::InstanceRole;
 use crate::k8s::apply_status;
@@ -27,16 +28,21 @@ pub const FIELD_MANAGER: &str = "pgha/instance";
 pub async fn run(ctx: Arc<Context>) {
     let client = ctx.client.clone();
     let ours = watcher::Config::default().labels(&format!("{}=pgha", names::LABEL_MANAGED_BY));
-    Controller::new(
-        Api::<PgInstance>::all(client.clone()),
-        watcher::Config::default(),
+    let (reader, writer) = reflector::store();
+    let instances = reflector::reflector(
+        writer,
+        watcher(Api::<PgInstance>::all(client.clone()), Default::default()),
     )
-    .owns(Api::<Pod>::all(client.clone()), ours.clone())
-    .owns(Api::<PersistentVolumeClaim>::all(client), ours)
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
-    .for_each(|_| async {})
-    .await;
+    .backoff(crate::k8s::watch::backoff())
+    .applied_objects()
+    .predicate_filter(wakes::instance, PredicateConfig::default());
+    Controller::for_stream(instances, reader)
+        .owns(Api::<Pod>::all(client.clone()), ours.clone())
+        .owns(Api::<PersistentVolumeClaim>::all(client), ours)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
 }
 
 fn error_policy(instance: Arc<PgInstance>, error: &Error, _: Arc<Context>) -> Action {

@@ -17,6 +17,7 @@ pub mod leader;
 mod lease_watch;
 mod switchover;
 mod tls;
+mod wakes;
 
 use std::sync::Arc;
 
