@@ -111,7 +111,7 @@ fn every_resource_has_status_subresource_and_printer_columns() {
         (
             "pgbackups",
             "pgb",
-            vec!["Cluster", "Phase", "Size", "Completed", "Age"],
+            vec!["Cluster", "Phase", "Size", "Completed", "Archive", "Age"],
         ),
     ];
     for (crd, (plural, short, columns)) in pgha::api::crd::all().iter().zip(expected) {

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Secret as KubeSecret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -19,6 +19,7 @@ use super::ConfigState;
 use super::error::{AgentError, Result};
 use super::status::Status;
 use crate::api::PgInstance;
+use crate::api::common::ClusterIdentity;
 use crate::api::instance::{InstanceBackup, InstanceRole, LeaseOutage};
 use crate::k8s::apply_status;
 use crate::plan::agent::{Endpoint, Orders};
@@ -26,12 +27,17 @@ use crate::plan::names::{self, SecretKind};
 use crate::plan::status::condition;
 use crate::plan::tls::{Material, Sources};
 
-/// The orders in the PgInstance named `name`, if the store has it.
-fn orders_in(store: &Store<PgInstance>, name: &str) -> Option<Orders> {
-    let instance = store
+/// The PgInstance `name` as the watch has it (the watch sees no other).
+fn instance_in(store: &Store<PgInstance>, name: &str) -> Option<Arc<PgInstance>> {
+    store
         .state()
         .into_iter()
-        .find(|i| i.metadata.name.as_deref() == Some(name))?;
+        .find(|i| i.metadata.name.as_deref() == Some(name))
+}
+
+/// The orders in the PgInstance named `name`, if the store has it.
+fn orders_in(store: &Store<PgInstance>, name: &str) -> Option<Orders> {
+    let instance = instance_in(store, name)?;
     let mut orders = Orders::from_spec(&instance.spec);
     orders.generation = instance.metadata.generation;
     Some(orders)
@@ -116,10 +122,7 @@ impl ApiOrders {
 
     /// Where the instance's certificates come from now (its cluster's `spec.tls`).
     pub fn tls(&self) -> Option<Sources> {
-        let instances = self.store.state();
-        let instance = instances
-            .iter()
-            .find(|i| i.metadata.name.as_deref() == Some(&self.name))?;
+        let instance = instance_in(&self.store, &self.name)?;
         Some(Sources::of(
             &instance.spec.cluster,
             instance.spec.tls.as_ref(),
@@ -128,12 +131,9 @@ impl ApiOrders {
 
     /// The conditions of the PgInstance's status as stored now.
     pub fn conditions(&self) -> Vec<Condition> {
-        let instances = self.store.state();
-        instances
-            .iter()
-            .find(|i| i.metadata.name.as_deref() == Some(&self.name))
-            .and_then(|i| i.status.as_ref())
-            .map(|s| s.conditions.clone())
+        instance_in(&self.store, &self.name)
+            .and_then(|i| i.status.clone())
+            .map(|s| s.conditions)
             .unwrap_or_default()
     }
 
@@ -141,22 +141,29 @@ impl ApiOrders {
     pub fn stored_status(&self) -> StoredStatus {
         let (store, name) = (self.store.clone(), self.name.clone());
         Box::new(move || {
-            let instance = store
-                .state()
-                .into_iter()
-                .find(|i| i.metadata.name.as_deref() == Some(name.as_str()))?;
-            let status = instance.status.as_ref()?;
+            let status = instance_in(&store, &name)?.status.clone()?;
             Some((status.ready, status.role))
         })
     }
 
     /// The PgCluster the instance belongs to.
     pub fn cluster(&self) -> Option<String> {
-        let instances = self.store.state();
-        let instance = instances
+        Some(instance_in(&self.store, &self.name)?.spec.cluster.clone())
+    }
+
+    /// The PgCluster the instance belongs to, with its uid (from the instance's controller
+    /// reference), for the archive's owner record.
+    pub fn cluster_identity(&self) -> Option<ClusterIdentity> {
+        let instance = instance_in(&self.store, &self.name)?;
+        let owner = instance
+            .owner_references()
             .iter()
-            .find(|i| i.metadata.name.as_deref() == Some(&self.name))?;
-        Some(instance.spec.cluster.clone())
+            .find(|o| o.kind == "PgCluster" && o.name == instance.spec.cluster)?;
+        Some(ClusterIdentity {
+            namespace: self.namespace.clone(),
+            name: owner.name.clone(),
+            uid: owner.uid.clone(),
+        })
     }
 }
 
@@ -401,6 +408,7 @@ impl StatusWriter {
                 "failedCount": a.failed_count,
                 "pending": a.pending,
                 "lastError": a.last_error,
+                "foreignOwner": a.foreign_owner,
             })),
             "backup": applied.backup,
             "lastLeaseOutage": applied.lease_outage,

@@ -508,6 +508,10 @@ impl Agent {
                 {
                     let error_file = crate::plan::config::push_error_file(&archive.store);
                     archiver.last_error = std::fs::read_to_string(error_file).ok();
+                    let owner_file = crate::plan::config::foreign_owner_file(&archive.store);
+                    archiver.foreign_owner = std::fs::read(owner_file)
+                        .ok()
+                        .and_then(|json| serde_json::from_slice(&json).ok());
                 }
                 status.role = if server.in_recovery {
                     InstanceRole::Replica

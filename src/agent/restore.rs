@@ -35,6 +35,7 @@ pub async fn restore(
         "source",
         &recovery.source.s3,
         &settings.source_credentials_dir,
+        None,
     )?;
     // `pgha archive restore` wants an absent or empty folder, and creates it for Postgres's user.
     if into.exists() {

@@ -14,6 +14,7 @@ use super::backup::Backups;
 use super::error::{AgentError, Result};
 use super::kube::{ApiOrders, Applied, SecretWatch, StatusWriter};
 use super::lease::{LeaseKeeper, Wanted};
+use super::stores::OrderedStore;
 use super::{Agent, Desired};
 use crate::plan::agent::{Current, OrderedRole, Orders, Step, next_step};
 
@@ -99,6 +100,7 @@ pub async fn run(
     status: Option<StatusWriter>,
     keeper: Option<Arc<LeaseKeeper>>,
     mut secrets: Option<SecretWatch>,
+    mut archive: Option<OrderedStore>,
 ) -> Result<()> {
     let mut term =
         signal(SignalKind::terminate()).map_err(AgentError::io("listening for", "SIGTERM"))?;
@@ -136,6 +138,11 @@ pub async fn run(
                     }
                     if let Some(request) = &wanted.backup {
                         backups.take(&agent, request);
+                    }
+                    if let (Some(store), Some(s3)) = (&mut archive, &wanted.archive)
+                        && let Err(e) = store.follow(agent.settings(), s3)
+                    {
+                        tracing::warn!(error = %e, "the new object store is not written; retrying");
                     }
                 }
                 Err(e) => {

@@ -72,6 +72,8 @@ pub struct Archiver {
     pub pending: i64,
     /// What the last failed `pgha wal-push` said (gone after a success).
     pub last_error: Option<String>,
+    /// The archive's owner record while pushes are refused because it is another database's.
+    pub foreign_owner: Option<crate::api::common::ArchiveOwner>,
 }
 
 /// A replica's WAL receiver.
@@ -254,6 +256,7 @@ async fn archiver(client: &Client) -> Result<Option<Archiver>> {
         last_failed_at: row.get(5),
         pending: row.get(6),
         last_error: None,
+        foreign_owner: None,
     }))
 }
 

@@ -9,13 +9,21 @@ use serde_json::json;
 use super::error::{AgentError, Result};
 use super::files;
 use super::settings::Settings;
+use crate::api::common::ClusterIdentity;
 use crate::plan::agent::S3Spec;
 
 const KEYS: [&str; 2] = ["ACCESS_KEY_ID", "SECRET_ACCESS_KEY"];
 
 /// Writes `<run_dir>/<label>.json` describing `s3`, with the keys mounted at `mounted` copied
-/// beside it; returns the file's path.
-pub fn prepare(settings: &Settings, label: &str, s3: &S3Spec, mounted: &Path) -> Result<PathBuf> {
+/// beside it; returns the file's path. `cluster` is the PgCluster whose own archive `s3` is
+/// (none for a store only read from).
+pub fn prepare(
+    settings: &Settings,
+    label: &str,
+    s3: &S3Spec,
+    mounted: &Path,
+    cluster: Option<&ClusterIdentity>,
+) -> Result<PathBuf> {
     let owner = settings.run_as.as_ref();
     files::ensure_dir(&settings.run_dir, 0o700, owner)?;
     let keys = settings.run_dir.join(format!("{label}-keys"));
@@ -37,8 +45,43 @@ pub fn prepare(settings: &Settings, label: &str, s3: &S3Spec, mounted: &Path) ->
         "endpoint": s3.endpoint,
         "region": s3.region,
         "credentialsDir": keys,
+        "cluster": cluster,
     });
     let file = settings.run_dir.join(format!("{label}.json"));
     files::write(&file, &store.to_string(), 0o600, owner)?;
     Ok(file)
 }
+
+/// The orders' object store as the store file the archive commands read, written again when
+/// the orders move it (`spec.backup.s3` changed): the next push goes to the new place, whose
+/// owner record it claims first.
+pub struct OrderedStore {
+    mounted: PathBuf,
+    cluster: Option<ClusterIdentity>,
+    written: Option<S3Spec>,
+}
+
+impl OrderedStore {
+    pub fn new(mounted: PathBuf, cluster: Option<ClusterIdentity>) -> Self {
+        Self {
+            mounted,
+            cluster,
+            written: None,
+        }
+    }
+
+    /// Writes the store file for `s3` unless it describes `s3` already; returns its path.
+    pub fn follow(&mut self, settings: &Settings, s3: &S3Spec) -> Result<PathBuf> {
+        let file = settings.run_dir.join(format!("{ARCHIVE}.json"));
+        if self.written.as_ref() != Some(s3) {
+            prepare(settings, ARCHIVE, s3, &self.mounted, self.cluster.as_ref())?;
+            if self.written.is_some() {
+                tracing::info!(bucket = %s3.bucket, path = ?s3.path, "archiving to a new place");
+            }
+            self.written = Some(s3.clone());
+        }
+        Ok(file)
+    }
+}
+
+const ARCHIVE: &str = "archive";

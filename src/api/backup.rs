@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Size", type_ = "integer", json_path = ".status.sizeBytes"),
     printcolumn(name = "Completed", type_ = "date", json_path = ".status.completedAt"),
+    printcolumn(name = "Archive", type_ = "string", json_path = ".status.archive"),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -102,6 +103,11 @@ pub struct BackupResult {
     /// The backup's id in the object store (`pgha archive catalog` lists it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_id: Option<String>,
+    /// The archive the backup is in, `s3://<bucket>/<path>`: a cluster whose
+    /// `spec.backup.s3` moved keeps the PgBackups of its old archive, and retention in the new
+    /// one never removes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<String>,
     /// Why a backup waits or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

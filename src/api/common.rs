@@ -105,3 +105,27 @@ pub struct S3Spec {
 fn default_region() -> String {
     "us-east-1".into()
 }
+
+/// Whose archive an object-store path is: written once, by the first push or backup of a
+/// cluster, to `<path>/owner.json`; pushes and backups of any other database are refused.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArchiveOwner {
+    /// The database system (`pg_control_system()`), kept by every replica and every restore.
+    pub system_identifier: String,
+    /// The PgCluster that claimed the archive; absent when `pgha` ran outside Kubernetes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterIdentity>,
+    /// When the archive was claimed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
+}
+
+/// A PgCluster, unmistakably: a cluster deleted and created again under its name has a new uid.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterIdentity {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}

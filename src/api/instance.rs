@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::backup::BackupResult;
 use super::cluster::{PlacementSpec, RecoverySpec, RetentionSpec, TlsSpec};
-use super::common::{S3Spec, StorageSpec, resources_schema};
+use super::common::{ArchiveOwner, S3Spec, StorageSpec, resources_schema};
 
 /// One Postgres server of a PgCluster. Written by the operator, never by users.
 // clippy reads the repeated `type_ = …` of printcolumn(...) as duplicated attributes.
@@ -251,6 +251,10 @@ pub struct ArchiverStatus {
     /// What the last failed attempt said.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// The owner record of the archive while pushes are refused because it belongs to
+    /// another database (gone after a successful push).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub foreign_owner: Option<ArchiveOwner>,
 }
 
 /// A backup as the agent that takes it reports it.

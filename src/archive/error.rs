@@ -50,6 +50,12 @@ pub enum ArchiveError {
     Target(#[from] TargetError),
     #[error("{0}")]
     Refused(String),
+    #[error("{}", crate::plan::ownership::refusal(location, owner, writer))]
+    OwnedByOther {
+        location: String,
+        owner: Box<crate::api::common::ArchiveOwner>,
+        writer: Box<crate::api::common::ArchiveOwner>,
+    },
 }
 
 impl ArchiveError {

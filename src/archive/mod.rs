@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod codec;
 pub mod error;
 pub mod manifest;
+pub mod owner;
 pub mod restore;
 pub mod retention;
 pub mod store;

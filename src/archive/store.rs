@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use super::codec::{self, Sealed};
 use super::error::{ArchiveError, Result};
+use crate::api::common::ClusterIdentity;
 
 /// Where the archive lives, as the agent and the CLI read it from a YAML or JSON file
 /// (`--store`). It mirrors a PgCluster's `spec.backup.s3`.
@@ -52,6 +53,9 @@ pub struct StoreConfig {
     /// `bucket` in the path rather than the host name; defaults to true with `endpoint`.
     #[serde(default)]
     pub path_style: Option<bool>,
+    /// The PgCluster whose archive this is, recorded in the archive's owner record.
+    #[serde(default)]
+    pub cluster: Option<ClusterIdentity>,
 }
 
 fn default_region() -> String {
@@ -136,6 +140,13 @@ impl Store {
 
     pub fn bucket(&self) -> &str {
         &self.bucket
+    }
+
+    /// `s3://<bucket>/<prefix>`, the archive as people name it.
+    pub fn location(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+            .trim_end_matches('/')
+            .to_string()
     }
 
     /// The full key of `key` under the prefix.

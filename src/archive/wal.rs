@@ -125,44 +125,6 @@ pub async fn push_ahead(
     result
 }
 
-/// The key naming the database system an archive belongs to.
-const OWNER_KEY: &str = "system-identifier";
-
-/// The system identifier in `<data_dir>/global/pg_control` (its first eight bytes).
-pub fn system_identifier(data_dir: &Path) -> Result<String> {
-    let path = data_dir.join("global").join("pg_control");
-    let bytes = std::fs::read(&path).map_err(ArchiveError::io("reading", &path))?;
-    let first: [u8; 8] = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| ArchiveError::Refused(format!("{}: too short", path.display())))?;
-    Ok(u64::from_le_bytes(first).to_string())
-}
-
-/// Makes sure the archive is this database's: the first push names the database system in
-/// the archive, later pushes from another one are refused. WAL of two databases in one
-/// place could never be restored, and the second would overwrite nothing but fail forever.
-pub async fn claim(store: &Store, system_identifier: &str) -> Result<()> {
-    let body = Bytes::from(system_identifier.to_string());
-    if store.put(OWNER_KEY, body, None, true).await? {
-        return Ok(());
-    }
-    let owner = match store.get_bytes(OWNER_KEY).await? {
-        Some((body, _)) => String::from_utf8_lossy(&body).trim().to_string(),
-        None => return Ok(()),
-    };
-    if owner == system_identifier {
-        return Ok(());
-    }
-    Err(ArchiveError::Refused(format!(
-        "s3://{}/{} holds the WAL of database system {owner}, and this database is \
-         {system_identifier}: archiving here would mix two databases; give this cluster its \
-         own spec.backup.s3.path",
-        store.bucket(),
-        store.full_key("").trim_end_matches('/')
-    )))
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fetched {
     Restored,
@@ -206,7 +168,9 @@ pub async fn fetch(
     if !matches!(result, Ok(Fetched::Restored)) {
         ahead.abort_all();
     }
-    ahead.join_all().await;
+    // Not `join_all`: it panics on the tasks just aborted, which recovery then reads as a
+    // crash of restore_command instead of the error above.
+    while ahead.join_next().await.is_some() {}
     result
 }
 

@@ -12,7 +12,8 @@ use crate::agent::lease::LeaseKeeper;
 use crate::agent::run::{self, OrdersFile, OrdersSource};
 use crate::agent::settings::ArchiveCommands;
 use crate::agent::settings::TlsSettings;
-use crate::agent::{Agent, Credentials, Endpoint, RunAs, Settings, Timeouts, http, pgbin, stores};
+use crate::agent::stores::OrderedStore;
+use crate::agent::{Agent, Credentials, Endpoint, RunAs, Settings, Timeouts, http, pgbin};
 use crate::plan::agent::Orders;
 use crate::plan::instance;
 use crate::plan::tls::Sources;
@@ -142,13 +143,13 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let (orders, status, keeper, secrets) = match args.orders {
+        let (orders, status, keeper, secrets, identity) = match args.orders {
             Some(path) => {
                 let file = OrdersFile {
                     path,
                     poll: Duration::from_secs(1),
                 };
-                (OrdersSource::File(file), None, None, None)
+                (OrdersSource::File(file), None, None, None, None)
             }
             None => {
                 let client = kube::Client::try_default().await?;
@@ -165,6 +166,7 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
                     tracing::warn!("no PgCluster in the orders: Secrets are not watched");
                 }
                 let conditions = orders.conditions();
+                let identity = orders.cluster_identity();
                 let status = StatusWriter::new(
                     client,
                     &args.namespace,
@@ -178,6 +180,7 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
                     Some(status),
                     Some(keeper),
                     secrets,
+                    identity,
                 )
             }
         };
@@ -186,9 +189,12 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
         } else {
             orders.read()?
         };
+        // The orders' object store, unless `--archive-store` gave one.
+        let mut ordered = None;
         if let (None, Some(s3)) = (&settings.archive, &first.archive) {
-            let store = stores::prepare(&settings, "archive", s3, &args.archive_credentials_dir)?;
-            settings.archive = Some(archive_commands(&store)?);
+            let mut store = OrderedStore::new(args.archive_credentials_dir.clone(), identity);
+            settings.archive = Some(archive_commands(&store.follow(&settings, s3)?)?);
+            ordered = Some(store);
         }
         let replication = credentials.replication.expose().to_string();
         let agent = Arc::new(Agent::new(
@@ -212,7 +218,7 @@ pub fn run(args: AgentArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         let listener = tokio::net::TcpListener::bind(args.status_addr).await?;
         tokio::spawn(http::serve(agent.clone(), listener));
-        run::run(agent, orders, status, keeper, secrets).await?;
+        run::run(agent, orders, status, keeper, secrets, ordered).await?;
         Ok(())
     })
 }

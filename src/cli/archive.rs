@@ -9,10 +9,11 @@ use clap::Args;
 
 use crate::agent::RunAs;
 use crate::archive::backup::{self, BackupOptions};
+use crate::archive::owner;
 use crate::archive::restore::{self, RestoreOptions};
 use crate::archive::wal::{self, Fetched};
-use crate::archive::{Store, StoreConfig, catalog, retention};
-use crate::plan::config::push_error_file;
+use crate::archive::{ArchiveError, Store, StoreConfig, catalog, retention};
+use crate::plan::config::{foreign_owner_file, push_error_file};
 use crate::plan::recovery::Target;
 use crate::plan::retention::{Policy, parse_window};
 use crate::plan::wal::{DEFAULT_SEGMENT_SIZE, parse_lsn};
@@ -28,8 +29,12 @@ pub struct StoreArg {
 }
 
 impl StoreArg {
+    fn config(&self) -> Result<StoreConfig, Failure> {
+        Ok(StoreConfig::from_file(&self.store)?)
+    }
+
     fn open(&self) -> Result<Store, Failure> {
-        Ok(Store::new(&StoreConfig::from_file(&self.store)?)?)
+        Ok(Store::new(&self.config()?)?)
     }
 }
 
@@ -150,45 +155,66 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 /// `archive_command`: exit 0 only once the file is safely in the archive; anything else makes
 /// Postgres keep the file and retry.
-/// The last failure is also left in `<store file>.error` (removed by the next success), where
-/// the agent reads the cause for the cluster's `ContinuousArchiving` condition.
+/// The last failure is also left in `<store file>.error` (removed by the next success), and
+/// the archive's owner record in `<store file>.foreign-owner` while it is another database's:
+/// the agent reads both for the cluster's `ContinuousArchiving` condition.
 pub fn wal_push(args: WalPushArgs) -> Result<ExitCode, Failure> {
-    let pushed = args.store.open().and_then(|store| {
-        runtime()?.block_on(async {
-            claim_once(&store, &args.store.store, &args.path).await?;
+    let pushed = runtime().and_then(|runtime| {
+        runtime.block_on(async {
+            let config = args.store.config()?;
+            let store = Store::new(&config)?;
+            claim_once(&store, &config, &args.store.store, &args.path).await?;
             Ok(wal::push_ahead(&store, &args.path, args.ahead, args.wal_segment_size).await?)
         })
     });
     let error_file = push_error_file(&args.store.store);
+    let owner_file = foreign_owner_file(&args.store.store);
     match &pushed {
         Ok(_) => {
             let _ = std::fs::remove_file(&error_file);
+            let _ = std::fs::remove_file(&owner_file);
         }
         Err(e) => {
             let _ = std::fs::write(&error_file, e.to_string());
+            if let Some(ArchiveError::OwnedByOther { owner, .. }) = e.downcast_ref() {
+                let _ = std::fs::write(&owner_file, serde_json::to_vec(owner)?);
+            }
         }
     }
     pushed.map(|_| ExitCode::SUCCESS)
 }
 
-/// Claims the archive for this database (`wal::claim`) on the first push, remembered in
+/// Claims the archive for this database (`owner::claim`) on the first push, remembered in
 /// `<store file>.owner` so later pushes cost no extra request. `%p` is `pg_wal/<file>`,
 /// relative to the data directory.
-async fn claim_once(store: &Store, store_file: &Path, wal: &Path) -> Result<(), Failure> {
+async fn claim_once(
+    store: &Store,
+    config: &StoreConfig,
+    store_file: &Path,
+    wal: &Path,
+) -> Result<(), Failure> {
     let data_dir = wal
         .parent()
         .and_then(Path::parent)
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let system_identifier = wal::system_identifier(data_dir)?;
+    let writer = owner::this_database(data_dir, config.cluster.as_ref())?;
     let mut remembered = store_file.as_os_str().to_owned();
     remembered.push(".owner");
-    if std::fs::read_to_string(&remembered).ok().as_deref() == Some(&system_identifier) {
+    // Keyed by the place too: a store file moved to a new path claims that path first.
+    let claimed = format!(
+        "{} {} s3://{}/{}",
+        writer.system_identifier,
+        writer.cluster.as_ref().map_or("", |c| c.uid.as_str()),
+        config.bucket,
+        config.path
+    );
+    if std::fs::read_to_string(&remembered).ok().as_deref() == Some(&claimed) {
         return Ok(());
     }
-    wal::claim(store, &system_identifier).await?;
+    owner::claim(store, &writer).await?;
     // Best effort: without it the next push checks again.
-    let _ = std::fs::write(&remembered, &system_identifier);
+    let _ = std::fs::write(&remembered, &claimed);
     Ok(())
 }
 
@@ -219,8 +245,12 @@ pub fn wal_fetch(args: WalFetchArgs) -> ExitCode {
 }
 
 pub fn backup(args: BackupArgs) -> Result<ExitCode, Failure> {
-    let store = args.store.open()?;
-    let manifest = runtime()?.block_on(async {
+    let config = args.store.config()?;
+    let (manifest, archive) = runtime()?.block_on(async {
+        let store = Store::new(&config)?;
+        // A backup into another database's archive would be restored with its WAL.
+        let writer = owner::this_database(&args.pgdata, config.cluster.as_ref())?;
+        owner::claim(&store, &writer).await?;
         let (client, connection) = tokio_postgres::Config::new()
             .host_path(&args.host)
             .port(args.port)
@@ -235,11 +265,13 @@ pub fn backup(args: BackupArgs) -> Result<ExitCode, Failure> {
             archive_wait: Duration::from_secs(args.archive_wait),
             ..BackupOptions::default()
         };
-        Ok::<_, Failure>(backup::take(&store, &client, &args.pgdata, &options).await?)
+        let manifest = backup::take(&store, &client, &args.pgdata, &options).await?;
+        Ok::<_, Failure>((manifest, store.location()))
     })?;
     if args.json {
         let summary = serde_json::json!({
             "backupId": manifest.id,
+            "archive": archive,
             "timeline": manifest.timeline,
             "beginLsn": manifest.begin_lsn,
             "endLsn": manifest.end_lsn,

@@ -251,6 +251,11 @@ fn view(backup: &PgBackup) -> Backup {
             .map(to_chrono)
             .unwrap_or_else(Utc::now),
         scheduled: backup.labels().get(LABEL_SCHEDULED).map(String::as_str) == Some("true"),
+        archive: status.result.archive.or_else(|| {
+            // Completed before backups named their archive: it is in the location.
+            let location = status.location?;
+            Some(location.rsplit_once("/base/")?.0.to_string())
+        }),
         backup_id: status.result.backup_id,
     }
 }
@@ -287,16 +292,18 @@ fn finished(
         .find(|b| b.name_any() == name)
         .and_then(|b| b.status.clone())
         .unwrap_or_default();
-    let location = report.result.backup_id.as_ref().zip(location);
+    // Where the agent says the backup went; the cluster's object store for older agents.
+    let archive = report.result.archive.clone().or_else(|| {
+        location.map(|s3| format!("s3://{}/{}", s3.bucket, s3.path.clone().unwrap_or_default()))
+    });
     PgBackupStatus {
         result: report.result.clone(),
-        location: location.map(|(id, s3)| {
-            format!(
-                "s3://{}/{}/base/{id}",
-                s3.bucket,
-                s3.path.clone().unwrap_or_default()
-            )
-        }),
+        location: report
+            .result
+            .backup_id
+            .as_ref()
+            .zip(archive)
+            .map(|(id, archive)| format!("{archive}/base/{id}")),
         ..before
     }
 }

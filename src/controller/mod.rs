@@ -1,4 +1,5 @@
-//! The operator: kube-runtime controllers for PgCluster and PgInstance, run by the replica
+//! The operator: kube-runtime controllers for PgCluster and PgInstance (and PgBackups of
+//! no cluster), run by the replica
 //! that holds the leader Lease. Each reconcile observes the API, asks `plan` what should exist
 //! and applies it with server-side apply; nothing here decides anything itself.
 
@@ -15,6 +16,7 @@ pub mod http;
 pub mod instance;
 pub mod leader;
 mod lease_watch;
+mod orphans;
 mod switchover;
 mod tls;
 mod wakes;
@@ -63,7 +65,8 @@ pub async fn run(
     ));
     tokio::select! {
         () = cluster::run(ctx.clone()) => {}
-        () = instance::run(ctx) => {}
+        () = instance::run(ctx.clone()) => {}
+        () = orphans::run(ctx) => {}
         lost = renew => {
             // Never act without the Lease: stop at once; the pod restarts and waits its turn.
             tracing::error!(?lost, "lost the leader Lease; exiting");

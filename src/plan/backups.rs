@@ -23,6 +23,8 @@ pub struct Backup {
     pub scheduled: bool,
     /// Its id in the object store, once completed.
     pub backup_id: Option<String>,
+    /// The archive it is in (`s3://<bucket>/<path>`), once completed.
+    pub archive: Option<String>,
 }
 
 /// An instance as a backup needs to know it.
@@ -116,6 +118,10 @@ pub fn interval(schedule: &Cron, now: DateTime<Utc>) -> Option<Duration> {
     longest?.to_std().ok()
 }
 
+/// The reason of `ContinuousArchiving` (and of `Ready` and `Degraded`) while the archive
+/// belongs to another database.
+pub const ARCHIVE_OWNED_BY_OTHER_CLUSTER: &str = "ArchiveOwnedByOtherCluster";
+
 /// `ContinuousArchiving` from the primary's archiver: `(true, reason, message)` while the
 /// newest attempt succeeded. Postgres keeps every WAL file it could not archive, so the
 /// message gives the backlog that is filling the volume.
@@ -127,6 +133,17 @@ pub fn archiving(archiver: &ArchiverStatus) -> (bool, &'static str, String) {
         (Some(failed), Some(archived)) => failed > archived,
     };
     let pending = archiver.pending;
+    if let (true, Some(owner)) = (failing, &archiver.foreign_owner) {
+        // The refusal names the owner, this cluster and the fix: all of it is the message.
+        let message = format!(
+            "archiving is refused: {}; {pending} WAL files wait on the primary's volume",
+            archiver.last_error.as_deref().map_or_else(
+                || super::ownership::describe(owner),
+                |e| e.trim().to_string()
+            )
+        );
+        return (false, ARCHIVE_OWNED_BY_OTHER_CLUSTER, message);
+    }
     if failing {
         let cause =
             archiver
@@ -159,6 +176,14 @@ pub fn archiving(archiver: &ArchiverStatus) -> (bool, &'static str, String) {
     (true, "Archiving", message)
 }
 
+/// Why a PgBackup of `cluster`, which does not exist in `namespace`, waits.
+pub fn without_cluster(cluster: &str, namespace: &str) -> String {
+    format!(
+        "PgCluster {cluster} does not exist in namespace {namespace}: the backup starts when it \
+         is created (or fix spec.cluster by creating a new PgBackup; its spec is immutable)"
+    )
+}
+
 pub fn plan(observed: &Observed<'_>) -> Plan {
     let mut plan = Plan::default();
     let member = |name: &str| observed.members.iter().find(|m| m.name == name);
@@ -175,11 +200,14 @@ pub fn plan(observed: &Observed<'_>) -> Plan {
             )),
             Some(m) => match m.report.as_ref().filter(|r| r.name == backup.name) {
                 Some(report) if terminal(report.result.phase) => {
-                    if let Some(kept) = &report.kept {
+                    // Retention ran in the archive this backup went to: only that archive's
+                    // backups can be gone (a cluster's archive may have moved since others).
+                    if let (Some(kept), Some(archive)) = (&report.kept, &report.result.archive) {
                         plan.delete = observed
                             .backups
                             .iter()
                             .filter(|b| b.phase == Some(BackupPhase::Completed))
+                            .filter(|b| b.archive.as_ref() == Some(archive))
                             .filter(|b| b.backup_id.as_ref().is_some_and(|id| !kept.contains(id)))
                             .map(|b| b.name.clone())
                             .collect();
@@ -223,6 +251,7 @@ pub fn plan(observed: &Observed<'_>) -> Plan {
 mod tests {
     use super::*;
     use crate::api::backup::BackupResult;
+    use crate::api::common::ArchiveOwner;
     use crate::plan::validation::parse_schedule;
     use chrono::TimeZone;
 
@@ -252,6 +281,7 @@ mod tests {
             created: at(created),
             scheduled: true,
             backup_id: Some(format!("id-{name}")),
+            archive: Some("s3://pg/shop/orders".into()),
         }
     }
 
@@ -368,6 +398,7 @@ mod tests {
         let completed = BackupResult {
             phase: Some(BackupPhase::Completed),
             backup_id: Some("id-a".into()),
+            archive: Some("s3://pg/shop/orders".into()),
             ..BackupResult::default()
         };
         members[1].report = Some(InstanceBackup {
@@ -394,6 +425,43 @@ mod tests {
         // Retention removed y's data; a failed backup has none to remove.
         assert_eq!(done.delete, vec!["y".to_string()]);
         assert_eq!(done.assigned, None);
+    }
+
+    #[test]
+    fn retention_in_a_new_archive_keeps_the_backups_of_the_old_one() {
+        let mut running = backup("a", Some(BackupPhase::Running), 3);
+        running.instance = Some("db-2".into());
+        let mut members = members();
+        members[1].report = Some(InstanceBackup {
+            name: "a".into(),
+            result: BackupResult {
+                phase: Some(BackupPhase::Completed),
+                backup_id: Some("id-a".into()),
+                archive: Some("s3://pg/shop/orders-2".into()),
+                ..BackupResult::default()
+            },
+            // Retention with count 1 in the new archive: only the new backup is listed.
+            kept: Some(vec!["id-a".into()]),
+            ..InstanceBackup::default()
+        });
+        let mut moved = backup("m", Some(BackupPhase::Completed), 2);
+        moved.archive = Some("s3://pg/shop/orders-2".into());
+        moved.backup_id = Some("id-m".into());
+        let backups = [
+            running,
+            backup("x", Some(BackupPhase::Completed), 0),
+            backup("y", Some(BackupPhase::Completed), 1),
+            moved,
+        ];
+        let done = plan(&observed(5, None, &backups, &members));
+        assert_eq!(done.delete, vec!["m".to_string()]);
+        // A report that does not say where retention ran removes nothing.
+        if let Some(report) = members[1].report.as_mut() {
+            report.result.archive = None;
+        }
+        let unknown = plan(&observed(5, None, &backups, &members));
+        assert!(unknown.delete.is_empty(), "{:?}", unknown.delete);
+        assert!(unknown.finish.is_some());
     }
 
     #[test]
@@ -429,6 +497,29 @@ mod tests {
             ..ArchiverStatus::default()
         };
         assert!(!archiving(&never).0);
+        let refusal = "s3://pg/shop/orders is the archive of PgCluster shop/orders (uid a), \
+             database system 7; this is … give this cluster its own spec.backup.s3.path"
+            .repeat(3);
+        let foreign = ArchiverStatus {
+            last_error: Some(format!("{refusal}\n")),
+            foreign_owner: Some(ArchiveOwner {
+                system_identifier: "7".into(),
+                cluster: None,
+                created: None,
+            }),
+            ..never
+        };
+        let (good, reason, message) = archiving(&foreign);
+        assert_eq!((good, reason), (false, "ArchiveOwnedByOtherCluster"));
+        assert_eq!(
+            message,
+            format!("archiving is refused: {refusal}; 0 WAL files wait on the primary's volume")
+        );
+        let recovered = ArchiverStatus {
+            last_archived_at: Some("2026-11-30 10:02:00+00".into()),
+            ..foreign
+        };
+        assert_eq!(archiving(&recovered).1, "Archiving");
     }
 
     #[test]

@@ -321,6 +321,14 @@ pub fn push_error_file(store: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Where `pgha wal-push` with the store file `store` leaves the archive's owner record while
+/// the archive belongs to another database.
+pub fn foreign_owner_file(store: &Path) -> PathBuf {
+    let mut name = store.as_os_str().to_owned();
+    name.push(".foreign-owner");
+    PathBuf::from(name)
+}
+
 /// The replication slot the primary keeps for an instance (slot names allow `[a-z0-9_]`).
 pub fn slot_name(instance: &str) -> String {
     format!("pgha_{}", instance.replace('-', "_"))

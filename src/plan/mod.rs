@@ -10,6 +10,7 @@ pub mod failover;
 pub mod instance;
 pub mod lease;
 pub mod names;
+pub mod ownership;
 pub mod recovery;
 pub mod restart;
 pub mod retention;

@@ -293,6 +293,14 @@ pub fn archiving(
         .and_then(|a| a.last_archived_at.as_deref())
         .and_then(postgres_time);
     status.wal_pending_archive = archiver.map(|a| a.pending);
+    if reason == backups::ARCHIVE_OWNED_BY_OTHER_CLUSTER {
+        // The database serves, but nothing it commits reaches a backup and its volume fills:
+        // that is not a Ready cluster.
+        status.phase = Some(ClusterPhase::Degraded);
+        let degraded = (true, reason, message.clone());
+        replace(status, previous, "Degraded", degraded, generation, now);
+        not_ready(status, previous, reason, message.clone(), generation, now);
+    }
     let archiving = (ok, reason, message);
     replace(
         status,
@@ -745,5 +753,45 @@ mod tests {
             status.last_archived_at.map(|t| t.0.to_string()),
             Some("2026-11-30T10:00:05.25Z".to_string())
         );
+    }
+
+    #[test]
+    fn an_archive_of_another_cluster_makes_the_cluster_degraded_and_not_ready() {
+        let healthy = observed(
+            &PgClusterStatus::default(),
+            Some(1),
+            1,
+            "db-1",
+            &[instance("db-1", InstanceRole::Primary, true)],
+            &BTreeMap::new(),
+            &at(1),
+        );
+        assert_eq!(healthy.phase, Some(ClusterPhase::Healthy));
+        let archiver = ArchiverStatus {
+            last_failed_at: Some("2026-11-30 10:01:00+00".into()),
+            last_error: Some("s3://pg/shop/orders is the archive of PgCluster shop/orders".into()),
+            foreign_owner: Some(crate::api::common::ArchiveOwner {
+                system_identifier: "7".into(),
+                cluster: None,
+                created: None,
+            }),
+            ..ArchiverStatus::default()
+        };
+        let mut status = healthy.clone();
+        archiving(&mut status, &healthy, Some(&archiver), Some(1), &at(2));
+        assert_eq!(status.phase, Some(ClusterPhase::Degraded));
+        for type_ in ["Ready", "Degraded", "ContinuousArchiving"] {
+            let condition = get(&status, type_);
+            assert_eq!(condition.reason, "ArchiveOwnedByOtherCluster", "{type_}");
+            assert!(
+                condition
+                    .message
+                    .contains("archive of PgCluster shop/orders"),
+                "{type_}: {}",
+                condition.message
+            );
+        }
+        assert_eq!(get(&status, "Ready").status, "False");
+        assert_eq!(get(&status, "Degraded").status, "True");
     }
 }

@@ -64,8 +64,8 @@ async fn conflicting_pushes_and_corrupt_objects_are_refused() {
     assert!(!stranger.status.success());
     let stderr = String::from_utf8_lossy(&stranger.stderr);
     assert!(
-        stderr.contains("holds the WAL of database system")
-            && stderr.contains("this database is 42"),
+        stderr.contains("is the archive of database system")
+            && stderr.contains("this is database system 42"),
         "{stderr}"
     );
     assert_eq!(

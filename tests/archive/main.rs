@@ -9,6 +9,7 @@ mod cluster;
 mod eventually;
 mod integrity;
 mod outage;
+mod ownership;
 mod pitr;
 mod postmaster;
 mod retention;
