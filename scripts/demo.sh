@@ -25,6 +25,9 @@ done
 # An S3-compatible server on loopback, run the way a user runs MinIO: pods reach it at an
 # address and port given in spec.backup.s3.endpoint.
 s3_port=19000
+# The cluster is new on every run, so is its object store: an archive an earlier run's
+# cluster left behind belongs to that cluster (owner.json), and the new one would be refused.
+rm -rf "$state/s3"
 mkdir -p "$state/s3/pg-backups"
 "${HOME:-/root}/.cache/pgha-tools/s3s-fs/bin/s3s-fs" --host 127.0.0.1 --port "$s3_port" \
   --access-key demo-access --secret-key demo-secret "$state/s3" 2>"$state/s3s-fs.log" &

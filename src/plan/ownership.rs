@@ -55,10 +55,14 @@ pub fn refusal(location: &str, owner: &ArchiveOwner, writer: &ArchiveOwner) -> S
         "{location} is the archive of {}; this is {}{copy}. Writing here would mix two \
          histories and neither could be restored: give this cluster its own \
          spec.backup.s3.path (unset, it is <namespace>/<name>). To take over the archive of a \
-         cluster that is gone on purpose, delete {location}/owner.json while {theirs} no \
+         cluster that is gone on purpose, delete {location}/owner.json once {theirs} no \
          longer archives there (docs/backup.md)",
         describe(owner),
-        describe(writer),
+        // The writer claims nothing: when it tried is no part of who it is.
+        describe(&ArchiveOwner {
+            created: None,
+            ..writer.clone()
+        }),
     )
 }
 
@@ -109,15 +113,15 @@ mod tests {
             text.starts_with(
                 "s3://pg/shop/orders is the archive of PgCluster shop/orders (uid a), \
                  database system 7, claimed 2026-12-07T20:00:00Z; this is PgCluster \
-                 shop/orders (uid b), database system 8"
+                 shop/orders (uid b), database system 8. Writing"
             ),
             "{text}"
         );
         assert!(text.contains("give this cluster its own spec.backup.s3.path"));
-        assert!(text.contains("delete s3://pg/shop/orders/owner.json while shop/orders"));
+        assert!(text.contains("delete s3://pg/shop/orders/owner.json once shop/orders"));
         assert!(!text.contains("a copy restored"));
         let copy = refusal("s3://pg/x", &owner("7", None), &owner("7", Some("b")));
         assert!(copy.contains("a copy restored from it"), "{copy}");
-        assert!(copy.contains("while its owner no longer"), "{copy}");
+        assert!(copy.contains("once its owner no longer"), "{copy}");
     }
 }

@@ -2,7 +2,6 @@
 //! `owner.json`; another database, or a copy of the same one under another cluster, is
 //! refused before it writes anything, by `wal-push` as Postgres runs it and by `backup`.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -46,23 +45,6 @@ impl Stores {
 
 fn commands(store: &Path) -> ArchiveCommands {
     ArchiveCommands::new(Path::new(env!("CARGO_BIN_EXE_pgha")), store)
-}
-
-/// Every object file of the bucket with its content: what "wrote nothing" is checked against.
-fn objects(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    let mut all = BTreeMap::new();
-    let mut folders = vec![dir.to_path_buf()];
-    while let Some(folder) = folders.pop() {
-        for entry in std::fs::read_dir(&folder).unwrap().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                folders.push(path);
-            } else {
-                all.insert(path.clone(), std::fs::read(&path).unwrap());
-            }
-        }
-    }
-    all
 }
 
 async fn failed_archiving(client: &Client) -> i64 {
@@ -120,7 +102,7 @@ async fn an_archive_refuses_every_database_but_its_owner() {
     assert!(record.created.is_some());
 
     // Another database, another cluster, the same path (a copy-pasted spec.backup.s3).
-    let before = objects(&s3.bucket_dir());
+    let before = s3.objects("");
     let other_store = stores.of("other", "uid-other");
     let other_settings = pgha::agent::Settings {
         source_credentials_dir: "/nonexistent".into(),
@@ -172,11 +154,7 @@ async fn an_archive_refuses_every_database_but_its_owner() {
         stderr.contains("is the archive of PgCluster shop/orders"),
         "{stderr}"
     );
-    assert_eq!(
-        objects(&s3.bucket_dir()),
-        before,
-        "the refused database wrote nothing"
-    );
+    assert_eq!(s3.objects(""), before, "the refused database wrote nothing");
 
     // A copy of the owner's own database (its system identifier) under another cluster: a
     // cluster restored from it, or made again in its place, has a history of its own.
@@ -199,7 +177,7 @@ async fn an_archive_refuses_every_database_but_its_owner() {
     let stderr = String::from_utf8_lossy(&push.stderr);
     assert!(!push.status.success());
     assert!(stderr.contains("a copy restored from it"), "{stderr}");
-    assert_eq!(objects(&s3.bucket_dir()), before);
+    assert_eq!(s3.objects(""), before);
 
     // The owner itself goes on archiving.
     archive_now(&client).await;

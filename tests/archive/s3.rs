@@ -1,6 +1,7 @@
 //! A real S3-compatible server on loopback: s3s-fs, storing objects as files in a temporary
 //! directory, so a test can stop it, start it again, and damage an object on disk.
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -109,6 +110,24 @@ impl S3 {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Every object under `prefix` of the bucket, by file, with its content: what "wrote
+    /// nothing there" is checked against.
+    pub fn objects(&self, prefix: &str) -> BTreeMap<PathBuf, Vec<u8>> {
+        let mut all = BTreeMap::new();
+        let mut folders = vec![self.bucket_dir().join(prefix)];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    folders.push(path);
+                } else if let Ok(content) = std::fs::read(&path) {
+                    all.insert(path, content);
+                }
+            }
+        }
+        all
     }
 }
 
