@@ -153,13 +153,47 @@ async fn archives_are_never_mixed_up_or_lost() {
             .filter(|o| o.cluster.as_ref().is_some_and(|c| c.uid == orders_uid))
     })
     .await;
+    // About 1 GB for the backup to read (unlogged: no WAL to archive), so that it runs long
+    // enough to show how far it is.
+    su.batch_execute(
+        "CREATE UNLOGGED TABLE big AS \
+         SELECT g, repeat(md5(g::text), 6) AS pad FROM generate_series(1, 4000000) g",
+    )
+    .await
+    .unwrap();
     pgha(
         &cluster,
         &["backup", "orders", "--name", "orders-moved", "-n", NS],
     )
     .await
     .unwrap();
-    let after_move = backup_in(&backups, "orders-moved", BackupPhase::Completed).await;
+    let seen = std::sync::Mutex::new(Vec::new());
+    let after_move = wait_for(
+        Duration::from_secs(240),
+        "orders-moved Completed",
+        || async {
+            let backup = backups.get("orders-moved").await.ok()?;
+            let result = backup.status.clone()?.result;
+            let mut seen = seen.lock().unwrap();
+            if let Some(progress) = result.progress.filter(|p| seen.last() != Some(p)) {
+                seen.push(progress);
+            }
+            (result.phase? == BackupPhase::Completed).then_some(backup)
+        },
+    )
+    .await;
+    let seen = seen.into_inner().unwrap();
+    println!("progress of orders-moved: {seen:?}");
+    assert!(!seen.is_empty(), "a running backup shows its progress");
+    for p in &seen {
+        assert!(
+            p.bytes_total > 900_000_000 && p.bytes_done <= p.bytes_total,
+            "{seen:?}"
+        );
+    }
+    for pair in seen.windows(2) {
+        assert!(pair[0].bytes_done <= pair[1].bytes_done, "{seen:?}");
+    }
     let new_archive = format!("s3://{BUCKET}/shop/orders-v2");
     let status = after_move.status.unwrap();
     assert_eq!(status.result.archive.as_deref(), Some(&*new_archive));

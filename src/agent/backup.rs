@@ -62,7 +62,14 @@ impl Backups {
         tracing::info!(backup = %request.name, "taking a base backup");
         let (this, agent, request) = (self.clone(), agent.clone(), request.clone());
         tokio::spawn(async move {
-            let outcome = run(&agent, &request).await;
+            let progress_file = agent.settings().run_dir.join("backup-progress.json");
+            let _ = std::fs::remove_file(&progress_file);
+            let follow = tokio::spawn(
+                this.clone()
+                    .follow(request.name.clone(), progress_file.clone()),
+            );
+            let outcome = run(&agent, &request, &progress_file).await;
+            follow.abort();
             let mut last = this.lock();
             let Some(report) = last.as_mut().filter(|b| b.name == request.name) else {
                 return;
@@ -74,6 +81,7 @@ impl Backups {
                         phase: Some(BackupPhase::Completed),
                         started_at: report.result.started_at.take(),
                         completed_at: Some(now()),
+                        progress: None,
                         ..taken
                     };
                     report.kept = catalog.as_ref().map(|c| c.backups.clone());
@@ -83,6 +91,7 @@ impl Backups {
                     tracing::error!(backup = %request.name, error = %e, "backup failed");
                     report.result.phase = Some(BackupPhase::Failed);
                     report.result.completed_at = Some(now());
+                    report.result.progress = None;
                     report.result.message = Some(e.to_string());
                 }
             }
@@ -90,10 +99,33 @@ impl Backups {
     }
 }
 
+impl Backups {
+    /// Copies what `pgha archive backup` writes to `file` into the report of `backup` while
+    /// it runs (it rewrites the file every few seconds).
+    async fn follow(self: Arc<Self>, backup: String, file: std::path::PathBuf) {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let Some(progress) = std::fs::read(&file)
+                .ok()
+                .and_then(|json| serde_json::from_slice(&json).ok())
+            else {
+                continue;
+            };
+            if let Some(report) = self.lock().as_mut().filter(|b| b.name == backup) {
+                report.result.progress = Some(progress);
+            }
+        }
+    }
+}
+
 /// The backup, then retention and the catalog. A failure after the backup is logged and
 /// leaves the catalog out: the backup itself is good.
 /// `pgha archive backup --json` prints the LSNs, timeline, sizes and id as a `BackupResult`.
-async fn run(agent: &Agent, request: &BackupRequest) -> Result<(BackupResult, Option<Catalog>)> {
+async fn run(
+    agent: &Agent,
+    request: &BackupRequest,
+    progress_file: &std::path::Path,
+) -> Result<(BackupResult, Option<Catalog>)> {
     let settings = agent.settings();
     let archive = settings.archive.as_ref().ok_or_else(|| {
         AgentError::Refused("this instance has no object store (spec.backup is unset)".into())
@@ -112,7 +144,9 @@ async fn run(agent: &Agent, request: &BackupRequest) -> Result<(BackupResult, Op
         .arg("--host")
         .arg(&settings.run_dir)
         .args(["--port", &settings.port.to_string()])
-        .args(["--user", names::SUPERUSER, "--json"]);
+        .args(["--user", names::SUPERUSER, "--json"])
+        .arg("--progress-file")
+        .arg(progress_file);
     let out = pgbin::run(backup).await?;
     let taken: BackupResult = serde_json::from_str(out.lines().next().unwrap_or_default())
         .map_err(|e| AgentError::Refused(format!("pgha archive backup printed {out:?}: {e}")))?;

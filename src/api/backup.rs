@@ -108,9 +108,24 @@ pub struct BackupResult {
     /// one never removes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub archive: Option<String>,
+    /// How far a running backup is, updated every few seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<BackupProgress>,
     /// Why a backup waits or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// How far a running backup is.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupProgress {
+    /// Bytes of the data directory read so far.
+    pub bytes_done: i64,
+    /// Bytes of the data directory when the backup started (an estimate: files change).
+    pub bytes_total: i64,
+    /// Bytes read per second since the backup started.
+    pub bytes_per_second: i64,
 }
 
 /// Lifecycle phase of a backup.

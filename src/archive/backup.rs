@@ -7,6 +7,8 @@
 //! Works on a primary and on a standby.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -33,6 +35,8 @@ pub struct BackupOptions {
     pub parallel: usize,
     /// How long to wait for the last WAL segment the backup needs to reach the archive.
     pub archive_wait: Duration,
+    /// Counts the bytes read, for whoever shows how far the backup is.
+    pub progress: Arc<Progress>,
 }
 
 impl Default for BackupOptions {
@@ -41,7 +45,44 @@ impl Default for BackupOptions {
             id: None,
             parallel: 4,
             archive_wait: Duration::from_secs(300),
+            progress: Arc::default(),
         }
+    }
+}
+
+/// How far a backup is: bytes of the data directory read, of those listed when it started
+/// (files grow and vanish while it runs, so the total is an estimate).
+#[derive(Debug, Default)]
+pub struct Progress {
+    total: AtomicU64,
+    done: AtomicU64,
+}
+
+impl Progress {
+    /// `(done, total)` bytes.
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.done.load(Ordering::Relaxed),
+            self.total.load(Ordering::Relaxed),
+        )
+    }
+
+    fn add(&self, bytes: u64) {
+        self.done.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+/// A reader that counts what passes through it into a [`Progress`].
+struct Counted<R> {
+    inner: R,
+    progress: Arc<Progress>,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.add(n as u64);
+        Ok(n)
     }
 }
 
@@ -92,7 +133,9 @@ pub async fn take(
             .await
             .expect("walking does not panic")
             .map_err(ArchiveError::io("reading the data directory", data_dir))?;
-        let files = upload_files(store, &id, tree.files, options.parallel).await?;
+        let total = tree.files.iter().map(|(_, _, size)| size).sum();
+        options.progress.total.store(total, Ordering::Relaxed);
+        let files = upload_files(store, &id, tree.files, options).await?;
         Ok::<_, ArchiveError>((files, tree.directories, tree.tablespaces))
     }
     .await;
@@ -281,14 +324,15 @@ async fn upload_files(
     store: &Store,
     id: &str,
     files: Vec<(String, PathBuf, u64)>,
-    parallel: usize,
+    options: &BackupOptions,
 ) -> Result<Vec<FileEntry>> {
     let (small, large): (Vec<_>, Vec<_>) = files
         .into_iter()
         .partition(|(_, _, size)| *size < BUNDLE_FILE_MAX);
+    let (parallel, progress) = (options.parallel, &options.progress);
     let (mut done, bundled) = tokio::try_join!(
-        upload_large(store, id, large, parallel),
-        upload_bundles(store, id, small, parallel),
+        upload_large(store, id, large, parallel, progress),
+        upload_bundles(store, id, small, parallel, progress),
     )?;
     done.extend(bundled);
     done.sort_by(|a, b| a.path.cmp(&b.path));
@@ -302,6 +346,7 @@ async fn upload_large(
     id: &str,
     mut files: Vec<(String, PathBuf, u64)>,
     parallel: usize,
+    progress: &Arc<Progress>,
 ) -> Result<Vec<FileEntry>> {
     files.sort_by_key(|(_, _, size)| std::cmp::Reverse(*size));
     let mut pending = files.into_iter();
@@ -313,7 +358,8 @@ async fn upload_large(
                 break;
             };
             let (store, key) = (store.clone(), manifest::data_key(id, &rel));
-            running.spawn(async move { upload_file(&store, &key, &path, rel).await });
+            let progress = progress.clone();
+            running.spawn(async move { upload_file(&store, &key, &path, rel, progress).await });
         }
         let Some(finished) = running.join_next().await else {
             return Ok(done);
@@ -343,10 +389,12 @@ async fn upload_bundles(
     id: &str,
     mut files: Vec<(String, PathBuf, u64)>,
     parallel: usize,
+    progress: &Arc<Progress>,
 ) -> Result<Vec<FileEntry>> {
     files.sort();
     let (tx, mut rx) = mpsc::channel::<Bundle>(parallel.max(1));
-    let packer = tokio::task::spawn_blocking(move || pack(files, &tx));
+    let progress = progress.clone();
+    let packer = tokio::task::spawn_blocking(move || pack(files, &tx, &progress));
     let mut running = JoinSet::new();
     let mut entries = Vec::new();
     let uploaded: Result<()> = async {
@@ -377,7 +425,11 @@ async fn upload_bundles(
 
 /// Reads and compresses `files` into bundles of about [`BUNDLE_TARGET`] bytes, sent to `out`.
 /// A file that vanished is left out, as in [`upload_file`].
-fn pack(files: Vec<(String, PathBuf, u64)>, out: &mpsc::Sender<Bundle>) -> Result<()> {
+fn pack(
+    files: Vec<(String, PathBuf, u64)>,
+    out: &mpsc::Sender<Bundle>,
+    progress: &Progress,
+) -> Result<()> {
     let mut compressor = codec::Compressor::new().map_err(ArchiveError::io("starting", "zstd"))?;
     let mut bundle = Bundle {
         number: 0,
@@ -390,6 +442,7 @@ fn pack(files: Vec<(String, PathBuf, u64)>, out: &mpsc::Sender<Bundle>) -> Resul
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(ArchiveError::io("reading", &path)(e)),
         };
+        progress.add(data.len() as u64);
         let frame = compressor
             .compress(&data)
             .map_err(ArchiveError::io("compressing", &path))?;
@@ -432,9 +485,10 @@ async fn upload_file(
     key: &str,
     path: &Path,
     rel: String,
+    progress: Arc<Progress>,
 ) -> Result<Option<FileEntry>> {
     let file = match std::fs::File::open(path) {
-        Ok(file) => file,
+        Ok(inner) => Counted { inner, progress },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(ArchiveError::io("opening", path)(e)),
     };

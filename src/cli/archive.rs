@@ -2,12 +2,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use clap::Args;
 
 use crate::agent::RunAs;
+use crate::api::backup::BackupProgress;
 use crate::archive::backup::{self, BackupOptions};
 use crate::archive::owner;
 use crate::archive::restore::{self, RestoreOptions};
@@ -94,6 +96,14 @@ pub struct BackupArgs {
     /// Print the result as one line of JSON (id, timeline, LSNs, sizes), for the agent.
     #[arg(long)]
     json: bool,
+    /// Keep how far the backup is in this file (JSON: bytesDone, bytesTotal, bytesPerSecond),
+    /// rewritten every `--progress-interval-ms`.
+    #[arg(long)]
+    progress_file: Option<PathBuf>,
+    /// How often the progress file is rewritten: often enough to see it move, seldom enough
+    /// that the status it feeds is not rewritten every second.
+    #[arg(long, default_value_t = 3000)]
+    progress_interval_ms: u64,
 }
 
 #[derive(Args, Debug)]
@@ -265,7 +275,15 @@ pub fn backup(args: BackupArgs) -> Result<ExitCode, Failure> {
             archive_wait: Duration::from_secs(args.archive_wait),
             ..BackupOptions::default()
         };
-        let manifest = backup::take(&store, &client, &args.pgdata, &options).await?;
+        let shown = args.progress_file.clone().map(|file| {
+            let every = Duration::from_millis(args.progress_interval_ms.max(10));
+            tokio::spawn(show_progress(options.progress.clone(), file, every))
+        });
+        let manifest = backup::take(&store, &client, &args.pgdata, &options).await;
+        if let Some(shown) = shown {
+            shown.abort();
+        }
+        let manifest = manifest?;
         Ok::<_, Failure>((manifest, store.location()))
     })?;
     if args.json {
@@ -292,6 +310,31 @@ pub fn backup(args: BackupArgs) -> Result<ExitCode, Failure> {
         manifest.stored_bytes
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Rewrites `file` with `progress` `every` so long (through a temporary file, so a reader
+/// never sees half of it), until aborted.
+async fn show_progress(progress: Arc<backup::Progress>, file: PathBuf, every: Duration) {
+    let started = std::time::Instant::now();
+    let partial = file.with_extension("partial");
+    loop {
+        tokio::time::sleep(every).await;
+        let (done, total) = progress.get();
+        if total == 0 {
+            // The data directory is still being listed.
+            continue;
+        }
+        let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+        let shown = BackupProgress {
+            bytes_done: done as i64,
+            bytes_total: total as i64,
+            bytes_per_second: rate as i64,
+        };
+        let json = serde_json::to_vec(&shown).expect("progress serializes");
+        if std::fs::write(&partial, json).is_ok() {
+            let _ = std::fs::rename(&partial, &file);
+        }
+    }
 }
 
 pub fn restore(args: RestoreArgs) -> Result<ExitCode, Failure> {

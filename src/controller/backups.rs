@@ -67,6 +67,7 @@ pub async fn step(
     let spec = cluster.spec.backup.as_ref();
     if spec.is_none() && ours.is_empty() {
         ctx.metrics.backups(&namespace, &name, None, None);
+        ctx.metrics.backup_progress(&namespace, &name, None);
         return Ok(Step::default());
     }
     let views: Vec<Backup> = ours.iter().map(view).collect();
@@ -148,6 +149,14 @@ pub async fn step(
         ctx.event(&reference, failed, reason, note).await;
         step.recoverable_from = report.recoverable_from.clone();
     }
+    if let Some((backup, progress)) = &plan.progress
+        && let Some(before) = ours.iter().find(|b| b.name_any() == *backup)
+    {
+        // The whole status again: an apply drops the fields it leaves out.
+        let mut status = before.status.clone().unwrap_or_default();
+        status.result.progress = Some(progress.clone());
+        apply_status(&api, backup, FIELD_MANAGER, &status).await?;
+    }
     for (backup, why) in &plan.fail {
         let status = PgBackupStatus {
             result: BackupResult {
@@ -178,6 +187,14 @@ pub async fn step(
         let note = format!("removed PgBackup {backup}: retention deleted its data");
         ctx.event(&reference, false, "BackupRemoved", note).await;
     }
+    let running = views
+        .iter()
+        .find(|b| b.phase == Some(BackupPhase::Running) && plan.finish.is_none())
+        .and_then(|b| match &plan.progress {
+            Some((name, progress)) if *name == b.name => Some(progress),
+            _ => b.progress.as_ref(),
+        });
+    ctx.metrics.backup_progress(&namespace, &name, running);
     ctx.metrics.backups(
         &namespace,
         &name,
@@ -257,6 +274,7 @@ fn view(backup: &PgBackup) -> Backup {
             Some(location.rsplit_once("/base/")?.0.to_string())
         }),
         backup_id: status.result.backup_id,
+        progress: status.result.progress,
     }
 }
 

@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::api::backup::BackupProgress;
 use crate::api::instance::LeaseOutage;
 
 pub struct Context {
@@ -60,6 +61,8 @@ pub struct Metrics {
     backup_duration: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
     backup_size: Family<ClusterLabels, Gauge>,
     backup_interval: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
+    backup_running_done: Family<ClusterLabels, Gauge>,
+    backup_running_total: Family<ClusterLabels, Gauge>,
     lease_outage_seconds: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
     lease_outage_ended: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
 }
@@ -112,6 +115,8 @@ impl Default for Metrics {
         let backup_duration = Family::default();
         let backup_size = Family::default();
         let backup_interval = Family::default();
+        let backup_running_done = Family::default();
+        let backup_running_total = Family::default();
         let lease_outage_seconds = Family::default();
         let lease_outage_ended = Family::default();
         registry.register(
@@ -143,6 +148,16 @@ impl Default for Metrics {
             "pgha_backup_schedule_interval_seconds",
             "Longest time between two runs of spec.backup.schedule over a week (absent while suspended)",
             backup_interval.clone(),
+        );
+        registry.register(
+            "pgha_backup_running_bytes",
+            "Bytes the cluster's running base backup has read so far (absent when none runs)",
+            backup_running_done.clone(),
+        );
+        registry.register(
+            "pgha_backup_running_total_bytes",
+            "Bytes of the data directory the running base backup reads in all (an estimate)",
+            backup_running_total.clone(),
         );
         registry.register("pgha_reconciles", "Reconciles run", reconciles.clone());
         registry.register(
@@ -182,6 +197,8 @@ impl Default for Metrics {
             backup_duration,
             backup_size,
             backup_interval,
+            backup_running_done,
+            backup_running_total,
             lease_outage_seconds,
             lease_outage_ended,
         }
@@ -248,6 +265,33 @@ impl Metrics {
             }
             None => {
                 self.backup_interval.remove(&labels);
+            }
+        }
+    }
+
+    /// How far a cluster's running backup is (`None`: none runs).
+    pub fn backup_progress(
+        &self,
+        namespace: &str,
+        cluster: &str,
+        progress: Option<&BackupProgress>,
+    ) {
+        let labels = ClusterLabels {
+            namespace: namespace.to_string(),
+            cluster: cluster.to_string(),
+        };
+        match progress {
+            Some(p) => {
+                self.backup_running_done
+                    .get_or_create(&labels)
+                    .set(p.bytes_done);
+                self.backup_running_total
+                    .get_or_create(&labels)
+                    .set(p.bytes_total);
+            }
+            None => {
+                self.backup_running_done.remove(&labels);
+                self.backup_running_total.remove(&labels);
             }
         }
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use croner::Cron;
 
-use crate::api::backup::{BackupPhase, BackupTarget};
+use crate::api::backup::{BackupPhase, BackupProgress, BackupTarget};
 use crate::api::instance::{ArchiverStatus, InstanceBackup};
 
 /// A PgBackup of the cluster.
@@ -25,6 +25,8 @@ pub struct Backup {
     pub backup_id: Option<String>,
     /// The archive it is in (`s3://<bucket>/<path>`), once completed.
     pub archive: Option<String>,
+    /// How far it is, as its status shows it now.
+    pub progress: Option<BackupProgress>,
 }
 
 /// An instance as a backup needs to know it.
@@ -59,6 +61,8 @@ pub struct Plan {
     pub start: Option<(String, String)>,
     /// This running backup is over; its agent's report.
     pub finish: Option<(String, InstanceBackup)>,
+    /// This running backup is further than its status shows.
+    pub progress: Option<(String, BackupProgress)>,
     /// Backups that cannot go on, and why.
     pub fail: Vec<(String, String)>,
     /// A backup waiting for an instance, and for what.
@@ -214,7 +218,13 @@ pub fn plan(observed: &Observed<'_>) -> Plan {
                     }
                     plan.finish = Some((backup.name.clone(), report.clone()));
                 }
-                _ => plan.assigned = Some((backup.name.clone(), instance)),
+                report => {
+                    plan.progress = report
+                        .and_then(|r| r.result.progress.clone())
+                        .filter(|p| backup.progress.as_ref() != Some(p))
+                        .map(|p| (backup.name.clone(), p));
+                    plan.assigned = Some((backup.name.clone(), instance));
+                }
             },
         }
     } else if let Some(next) = observed
@@ -282,6 +292,7 @@ mod tests {
             scheduled: true,
             backup_id: Some(format!("id-{name}")),
             archive: Some("s3://pg/shop/orders".into()),
+            progress: None,
         }
     }
 
@@ -407,6 +418,27 @@ mod tests {
             ..InstanceBackup::default()
         });
         assert_eq!(plan(&observed(5, None, &backups, &members)).finish, None);
+        // Its own report while it runs: the progress goes to its status, once.
+        let halfway = BackupProgress {
+            bytes_done: 50,
+            bytes_total: 100,
+            bytes_per_second: 10,
+        };
+        members[1].report = Some(InstanceBackup {
+            name: "a".into(),
+            result: BackupResult {
+                phase: Some(BackupPhase::Running),
+                progress: Some(halfway.clone()),
+                ..BackupResult::default()
+            },
+            ..InstanceBackup::default()
+        });
+        let moving = plan(&observed(5, None, &backups, &members));
+        assert_eq!(moving.progress, Some(("a".into(), halfway.clone())));
+        assert_eq!(moving.assigned, Some(("a".into(), "db-2".into())));
+        let mut shown = backups.clone();
+        shown[0].progress = Some(halfway);
+        assert_eq!(plan(&observed(5, None, &shown, &members)).progress, None);
         members[1].report = Some(InstanceBackup {
             name: "a".into(),
             result: completed,

@@ -10,6 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use serde::{Deserialize, Serialize};
 
+use crate::api::backup::BackupProgress;
 use crate::api::instance::InstanceRole;
 use crate::api::{PgBackup, PgCluster, PgInstance};
 use crate::plan::wal::parse_lsn;
@@ -136,6 +137,8 @@ pub struct BackupRow {
     pub size_bytes: Option<i64>,
     pub stored_bytes: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<BackupProgress>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
 
@@ -200,6 +203,7 @@ pub fn screen(seen: Observed<'_>) -> Screen {
                 completed_at: s.result.completed_at,
                 size_bytes: s.result.size_bytes,
                 stored_bytes: s.result.stored_bytes,
+                progress: s.result.progress,
                 message: s.result.message,
             }
         })
@@ -346,6 +350,20 @@ fn age(now: Timestamp, then: &Time) -> String {
         s if s < 2 * 86_400 => format!("{}h", s / 3600),
         s => format!("{}d", s / 86_400),
     }
+}
+
+/// A running backup's size column: `1.2 GiB of 4.0 GiB (30%), 80.0 MiB/s`.
+fn progress(p: &BackupProgress) -> String {
+    let percent = (p.bytes_done * 100)
+        .checked_div(p.bytes_total)
+        .unwrap_or(0)
+        .min(100);
+    format!(
+        "{} of {} ({percent}%), {}/s",
+        bytes(p.bytes_done),
+        bytes(p.bytes_total),
+        bytes(p.bytes_per_second)
+    )
 }
 
 fn bytes(n: i64) -> String {
@@ -546,7 +564,11 @@ pub fn render(screen: &Screen, now: Timestamp, colour: bool) -> String {
                     plain(or_dash(b.instance.clone())),
                     plain(or_dash(b.started_at.as_ref().map(|t| age(now, t) + " ago"))),
                     plain(took),
-                    plain(or_dash(b.size_bytes.map(bytes))),
+                    plain(or_dash(
+                        b.size_bytes
+                            .map(bytes)
+                            .or_else(|| b.progress.as_ref().map(progress)),
+                    )),
                     plain(or_dash(b.message.clone())),
                 ]
             })
@@ -774,6 +796,14 @@ mod tests {
     fn sizes_and_ages_read_like_kubectls() {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(5 * 1024 * 1024 + 100), "5.0 MiB");
+        let running = BackupProgress {
+            bytes_done: 3 << 30,
+            bytes_total: 10 << 30,
+            bytes_per_second: 80 << 20,
+        };
+        assert_eq!(progress(&running), "3.0 GiB of 10.0 GiB (30%), 80.0 MiB/s");
+        let empty = BackupProgress::default();
+        assert_eq!(progress(&empty), "0 B of 0 B (0%), 0 B/s");
         let now: Timestamp = "2026-12-01T05:00:00Z".parse().unwrap();
         let at = |s: &str| Time(s.parse().unwrap());
         assert_eq!(age(now, &at("2026-12-01T04:59:01Z")), "59s");
