@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use pgha::api::backup::BackupPhase;
@@ -229,11 +229,17 @@ async fn archiving_backups_retention_and_point_in_time_restores() {
         condition(&orders, "ContinuousArchiving")
     );
 
-    // The first restore drill follows the first backup.
+    // The first restore drill follows the first backup, onto a volume like the cluster's own
+    // (an ephemeral claim of its size and class), gone with the drill.
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
+    let drill_claim = std::sync::Mutex::new(None);
     let (verified, state) = wait_for(
         Duration::from_secs(120),
         "a first restore drill",
         || async {
+            if let Ok(Some(claim)) = claims.get_opt("orders-verify-data").await {
+                drill_claim.lock().unwrap().replace(claim);
+            }
             let c = clusters.get("orders").await.ok()?;
             let state = condition(&c, "RestoreVerified")?.0;
             Some((c.status?.last_verified_restore?, state))
@@ -241,6 +247,32 @@ async fn archiving_backups_retention_and_point_in_time_restores() {
     )
     .await;
     println!("restore drill: {verified:?}");
+    let drill_claim = drill_claim
+        .into_inner()
+        .unwrap()
+        .expect("the drill's volume claim");
+    let size = drill_claim
+        .spec
+        .unwrap()
+        .resources
+        .unwrap()
+        .requests
+        .unwrap()["storage"]
+        .clone();
+    assert_eq!(size.0, "1Gi");
+    wait_for(
+        Duration::from_secs(60),
+        "the drill's claim deleted",
+        || async {
+            claims
+                .get_opt("orders-verify-data")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
     assert_eq!(verified.result, DrillResult::Passed, "{verified:?}");
     assert_eq!(state, "True");
     assert!(verified.recovered_to.is_some() && verified.backup.is_some());

@@ -155,7 +155,8 @@ impl Volumes {
         };
         let spec = pod.spec.as_ref().ok_or("pod has no spec")?;
         for volume in spec.volumes.iter().flatten() {
-            let dir = match volume_source_dir(client, namespace, volume).await? {
+            let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+            let dir = match volume_source_dir(client, namespace, pod_name, volume).await? {
                 Some(dir) => dir,
                 None => {
                     let dir = root.join(&volume.name);
@@ -201,8 +202,8 @@ impl Volumes {
             }
         } else if volume.empty_dir.is_none() {
             return Err(format!(
-                "volume {}: proclet supports emptyDir, hostPath, persistentVolumeClaim, secret, \
-                 configMap, downwardAPI and projected volumes",
+                "volume {}: proclet supports emptyDir, hostPath, persistentVolumeClaim, \
+                 ephemeral, secret, configMap, downwardAPI and projected volumes",
                 volume.name
             ));
         }
@@ -319,10 +320,12 @@ impl Volumes {
 }
 
 /// The directory of a volume that lives outside the pod (a claim's PersistentVolume, a host
-/// path), or None for the kinds the pod owns.
+/// path), or None for the kinds the pod owns. A generic ephemeral volume is the claim
+/// `<pod>-<volume>` that the controller-manager makes from its template.
 async fn volume_source_dir(
     client: &Client,
     namespace: &str,
+    pod: &str,
     volume: &Volume,
 ) -> Result<Option<PathBuf>, String> {
     if let Some(host) = &volume.host_path {
@@ -332,11 +335,13 @@ async fn volume_source_dir(
         }
         return Ok(Some(path));
     }
-    let Some(claim) = &volume.persistent_volume_claim else {
-        return Ok(None);
+    let name = match (&volume.persistent_volume_claim, &volume.ephemeral) {
+        (Some(claim), _) => claim.claim_name.clone(),
+        (None, Some(_)) => format!("{pod}-{}", volume.name),
+        (None, None) => return Ok(None),
     };
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
-    let name = &claim.claim_name;
+    let name = &name;
     let pvc = claims
         .get_opt(name)
         .await

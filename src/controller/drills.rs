@@ -104,7 +104,14 @@ pub async fn step(
                 .clone()
                 .unwrap_or_else(|| default_image(cluster.spec.postgres_version));
             let archive = archive_location(valid, &backup.s3);
-            let drill = drills::pod(&name, namespace, &image, &archive, &owner);
+            let drill = drills::pod(
+                &name,
+                namespace,
+                &image,
+                &archive,
+                &cluster.spec.storage,
+                &owner,
+            );
             pods.create(&PostParams::default(), &drill).await?;
             let note = format!("pod {pod_name} restores the newest backup and checks it");
             ctx.event(&reference, false, "RestoreDrillStarted", note)

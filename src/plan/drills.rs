@@ -6,12 +6,15 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use croner::Cron;
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, Pod, PodSpec, SecretVolumeSource, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, EphemeralVolumeSource, PersistentVolumeClaimTemplate,
+    Pod, PodSpec, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use crate::api::common::S3Spec;
-use crate::plan::instance::{ARCHIVE_CREDENTIALS_DIR, PodPhase, STATUS_PORT, field_env};
+use crate::api::common::{S3Spec, StorageSpec};
+use crate::plan::instance::{
+    ARCHIVE_CREDENTIALS_DIR, PodPhase, STATUS_PORT, claim_spec, field_env,
+};
 use crate::plan::names;
 
 /// A drill that has not answered after this long is given up.
@@ -76,13 +79,16 @@ pub fn pod_name(cluster: &str) -> String {
     format!("{cluster}-verify")
 }
 
-/// The drill pod: `pgha verify` on an emptyDir volume, with the archive's credentials, and
-/// no archive_command (it never writes to the archive).
+/// The drill pod: `pgha verify` with the archive's credentials, and no archive_command (it
+/// never writes to the archive). It restores onto a volume like the cluster's own — its size,
+/// its storage class — so that a drill proves what a real restore needs; the volume is an
+/// ephemeral one (`<pod>-data`), deleted with the pod.
 pub fn pod(
     cluster: &str,
     namespace: &str,
     image: &str,
     archive: &S3Spec,
+    storage: &StorageSpec,
     owner: &OwnerReference,
 ) -> Pod {
     let store = serde_json::to_string(archive).unwrap_or_default();
@@ -104,6 +110,19 @@ pub fn pod(
     let empty = |name: &str| Volume {
         name: name.into(),
         empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Default::default()
+    };
+    let data = Volume {
+        name: "data".into(),
+        ephemeral: Some(EphemeralVolumeSource {
+            volume_claim_template: Some(PersistentVolumeClaimTemplate {
+                metadata: Some(ObjectMeta {
+                    labels: Some(names::labels(cluster, "verify")),
+                    ..Default::default()
+                }),
+                spec: claim_spec(storage),
+            }),
+        }),
         ..Default::default()
     };
     let mount = |name: &str, path: &str| VolumeMount {
@@ -145,7 +164,7 @@ pub fn pod(
                 ..Default::default()
             }],
             volumes: Some(vec![
-                empty("data"),
+                data,
                 empty("run"),
                 Volume {
                     name: "archive".into(),
@@ -172,6 +191,8 @@ mod tests {
     fn at(minute: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 30, 10, minute, 0).unwrap()
     }
+
+    use super::pod as pod_of;
 
     fn pod(phase: PodPhase, created: u32, ip: Option<&str>) -> DrillPod {
         DrillPod {
@@ -221,5 +242,37 @@ mod tests {
             step(late, s, None, true, Some(&running)),
             Step::Fail(_)
         ));
+    }
+
+    #[test]
+    fn a_drill_restores_onto_a_volume_like_the_clusters() {
+        let archive: S3Spec = serde_json::from_value(serde_json::json!({
+            "bucket": "pg", "path": "shop/orders", "credentialsSecret": "keys",
+        }))
+        .unwrap();
+        let storage: StorageSpec = serde_json::from_value(serde_json::json!({
+            "size": "20Gi", "storageClassName": "fast",
+        }))
+        .unwrap();
+        let owner = OwnerReference::default();
+        let pod = pod_of("orders", "shop", "img", &archive, &storage, &owner);
+        let volumes = pod.spec.unwrap().volumes.unwrap();
+        let data = volumes.iter().find(|v| v.name == "data").unwrap();
+        let claim = data
+            .ephemeral
+            .as_ref()
+            .and_then(|e| e.volume_claim_template.as_ref())
+            .expect("an ephemeral claim, deleted with the pod");
+        assert_eq!(claim.spec.storage_class_name.as_deref(), Some("fast"));
+        let size = &claim
+            .spec
+            .resources
+            .as_ref()
+            .unwrap()
+            .requests
+            .as_ref()
+            .unwrap()["storage"];
+        assert_eq!(size.0, "20Gi");
+        assert!(data.empty_dir.is_none());
     }
 }

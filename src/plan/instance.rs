@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::api::PgInstance;
 use crate::api::cluster::Spread;
-use crate::api::common::ReclaimPolicy;
+use crate::api::common::{ReclaimPolicy, StorageSpec};
 use crate::api::instance::InstancePhase;
 use crate::plan::agent::OrderedRole;
 use crate::plan::names::{self, SecretKind};
@@ -77,19 +77,24 @@ pub fn pvc(instance: &PgInstance, owner: &OwnerReference) -> PersistentVolumeCla
     }
     PersistentVolumeClaim {
         metadata,
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteOnce".into()]),
-            storage_class_name: instance.spec.storage.storage_class_name.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_string(),
-                    instance.spec.storage.size.clone(),
-                )])),
-                ..Default::default()
-            }),
+        spec: Some(claim_spec(&instance.spec.storage)),
+        status: None,
+    }
+}
+
+/// A claim of `storage`: its size in its storage class, for one node at a time.
+pub fn claim_spec(storage: &StorageSpec) -> PersistentVolumeClaimSpec {
+    PersistentVolumeClaimSpec {
+        access_modes: Some(vec!["ReadWriteOnce".into()]),
+        storage_class_name: storage.storage_class_name.clone(),
+        resources: Some(VolumeResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "storage".to_string(),
+                storage.size.clone(),
+            )])),
             ..Default::default()
         }),
-        status: None,
+        ..Default::default()
     }
 }
 
