@@ -153,6 +153,25 @@ async fn archives_are_never_mixed_up_or_lost() {
             .filter(|o| o.cluster.as_ref().is_some_and(|c| c.uid == orders_uid))
     })
     .await;
+    // With a schedule, a moved archive gets a backup at once: it restores nothing without.
+    let new_archive = format!("s3://{BUCKET}/shop/orders-v2");
+    wait_for(
+        Duration::from_secs(120),
+        "a backup in the new archive",
+        || async {
+            let all = backups.list(&ListParams::default()).await.ok()?;
+            all.items
+                .into_iter()
+                .find(|b| {
+                    let result = b.status.as_ref().map(|s| &s.result);
+                    b.labels().get("pgha.dev/scheduled").map(String::as_str) == Some("true")
+                        && result.and_then(|r| r.phase) == Some(BackupPhase::Completed)
+                        && result.and_then(|r| r.archive.as_deref()) == Some(&*new_archive)
+                })
+                .map(drop)
+        },
+    )
+    .await;
     // About 1 GB for the backup to read (unlogged: no WAL to archive), so that it runs long
     // enough to show how far it is.
     su.batch_execute(
@@ -184,7 +203,11 @@ async fn archives_are_never_mixed_up_or_lost() {
     .await;
     let seen = seen.into_inner().unwrap();
     println!("progress of orders-moved: {seen:?}");
-    assert!(!seen.is_empty(), "a running backup shows its progress");
+    // Reported while it ran (not only at the end), and it completed: it moved.
+    assert!(
+        seen.iter().any(|p| p.bytes_done < p.bytes_total * 9 / 10),
+        "a running backup shows its progress early: {seen:?}"
+    );
     for p in &seen {
         assert!(
             p.bytes_total > 900_000_000 && p.bytes_done <= p.bytes_total,
@@ -194,7 +217,6 @@ async fn archives_are_never_mixed_up_or_lost() {
     for pair in seen.windows(2) {
         assert!(pair[0].bytes_done <= pair[1].bytes_done, "{seen:?}");
     }
-    let new_archive = format!("s3://{BUCKET}/shop/orders-v2");
     let status = after_move.status.unwrap();
     assert_eq!(status.result.archive.as_deref(), Some(&*new_archive));
     assert!(status.location.unwrap().starts_with(&new_archive));

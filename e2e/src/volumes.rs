@@ -155,8 +155,7 @@ impl Volumes {
         };
         let spec = pod.spec.as_ref().ok_or("pod has no spec")?;
         for volume in spec.volumes.iter().flatten() {
-            let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
-            let dir = match volume_source_dir(client, namespace, pod_name, volume).await? {
+            let dir = match volume_source_dir(client, namespace, pod, volume).await? {
                 Some(dir) => dir,
                 None => {
                     let dir = root.join(&volume.name);
@@ -325,7 +324,7 @@ impl Volumes {
 async fn volume_source_dir(
     client: &Client,
     namespace: &str,
-    pod: &str,
+    pod: &Pod,
     volume: &Volume,
 ) -> Result<Option<PathBuf>, String> {
     if let Some(host) = &volume.host_path {
@@ -335,9 +334,10 @@ async fn volume_source_dir(
         }
         return Ok(Some(path));
     }
+    let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
     let name = match (&volume.persistent_volume_claim, &volume.ephemeral) {
         (Some(claim), _) => claim.claim_name.clone(),
-        (None, Some(_)) => format!("{pod}-{}", volume.name),
+        (None, Some(_)) => format!("{pod_name}-{}", volume.name),
         (None, None) => return Ok(None),
     };
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), namespace);
@@ -347,6 +347,20 @@ async fn volume_source_dir(
         .await
         .map_err(|e| format!("persistentvolumeclaim {name}: {e}"))?
         .ok_or_else(|| format!("persistentvolumeclaim \"{name}\" not found"))?;
+    // As the kubelet does: an ephemeral volume is only the claim made for this very pod,
+    // never one an earlier pod of the same name left behind.
+    let ours = pvc
+        .metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| Some(&o.uid) == pod.metadata.uid.as_ref());
+    if volume.ephemeral.is_some() && !ours {
+        return Err(format!(
+            "waiting for persistentvolumeclaim {name} of this pod (the one there belongs to \
+             another)"
+        ));
+    }
     let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
     let volume_name = pvc.spec.as_ref().and_then(|s| s.volume_name.clone());
     let (true, Some(volume_name)) = (bound, volume_name) else {

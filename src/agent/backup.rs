@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Deserialize;
 
 use super::error::{AgentError, Result};
-use super::{Agent, pgbin};
+use super::{Agent, files, pgbin};
 use crate::api::backup::{BackupPhase, BackupResult};
 use crate::api::instance::InstanceBackup;
 use crate::plan::agent::BackupRequest;
@@ -62,14 +62,17 @@ impl Backups {
         tracing::info!(backup = %request.name, "taking a base backup");
         let (this, agent, request) = (self.clone(), agent.clone(), request.clone());
         tokio::spawn(async move {
-            let progress_file = agent.settings().run_dir.join("backup-progress.json");
-            let _ = std::fs::remove_file(&progress_file);
+            let run_dir = &agent.settings().run_dir;
+            let progress_file = run_dir.join(format!("backup-{}.progress.json", request.name));
             let follow = tokio::spawn(
                 this.clone()
                     .follow(request.name.clone(), progress_file.clone()),
             );
             let outcome = run(&agent, &request, &progress_file).await;
             follow.abort();
+            // Stopped before the end is recorded, so no late progress lands on a finished backup.
+            let _ = follow.await;
+            let _ = std::fs::remove_file(&progress_file);
             let mut last = this.lock();
             let Some(report) = last.as_mut().filter(|b| b.name == request.name) else {
                 return;
@@ -130,11 +133,30 @@ async fn run(
     let archive = settings.archive.as_ref().ok_or_else(|| {
         AgentError::Refused("this instance has no object store (spec.backup is unset)".into())
     })?;
+    // Backup, retention and catalog all work on this one copy of the store file: the orders
+    // may move the archive meanwhile, and retention must run where the backup went.
+    let store = settings
+        .run_dir
+        .join(format!("backup-{}.store.json", request.name));
+    let described = std::fs::read_to_string(&archive.store)
+        .map_err(AgentError::io("reading", &archive.store))?;
+    files::write(&store, &described, 0o600, settings.run_as.as_ref())?;
+    let result = backup_then_retention(agent, request, progress_file, &archive.pgha, &store).await;
+    let _ = std::fs::remove_file(&store);
+    result
+}
+
+async fn backup_then_retention(
+    agent: &Agent,
+    request: &BackupRequest,
+    progress_file: &std::path::Path,
+    pgha: &std::path::Path,
+    store: &std::path::Path,
+) -> Result<(BackupResult, Option<Catalog>)> {
+    let settings = agent.settings();
     let pgha = |verb: &str| {
-        let mut cmd = tokio::process::Command::new(&archive.pgha);
-        cmd.args(["archive", verb])
-            .arg("--store")
-            .arg(&archive.store);
+        let mut cmd = tokio::process::Command::new(pgha);
+        cmd.args(["archive", verb]).arg("--store").arg(store);
         cmd
     };
     let mut backup = pgha("backup");

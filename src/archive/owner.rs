@@ -54,11 +54,14 @@ pub async fn read(store: &Store) -> Result<Option<ArchiveOwner>> {
 /// Makes sure the archive is `writer`'s: the first writer records itself, any later one must
 /// be admitted by that record. Nothing else is written when it is not.
 pub async fn claim(store: &Store, writer: &ArchiveOwner) -> Result<()> {
+    let body = Bytes::from(serde_json::to_vec_pretty(writer).expect("an owner record serializes"));
     let record = match read(store).await? {
         Some(record) => record,
         None => {
-            let body = serde_json::to_vec_pretty(writer).expect("an owner record serializes");
-            if store.put(KEY, Bytes::from(body), None, true).await? {
+            if store.put(KEY, body.clone(), None, true).await? {
+                // Older pgha reads only this one: it then refuses other databases too.
+                let system = Bytes::from(writer.system_identifier.clone());
+                store.put(SYSTEM_IDENTIFIER_KEY, system, None, true).await?;
                 return Ok(());
             }
             // Another writer claimed it between our read and our write.
@@ -68,6 +71,11 @@ pub async fn claim(store: &Store, writer: &ArchiveOwner) -> Result<()> {
         }
     };
     if ownership::admits(&record, writer) {
+        if record.cluster.is_none() && writer.cluster.is_some() {
+            // An archive claimed by an older pgha (or outside Kubernetes) learns its cluster,
+            // so a copy restored under another name is refused from now on.
+            store.put(KEY, body, None, true).await?;
+        }
         return Ok(());
     }
     Err(ArchiveError::OwnedByOther {

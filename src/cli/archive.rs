@@ -186,8 +186,14 @@ pub fn wal_push(args: WalPushArgs) -> Result<ExitCode, Failure> {
         }
         Err(e) => {
             let _ = std::fs::write(&error_file, e.to_string());
-            if let Some(ArchiveError::OwnedByOther { owner, .. }) = e.downcast_ref() {
-                let _ = std::fs::write(&owner_file, serde_json::to_vec(owner)?);
+            match e.downcast_ref() {
+                Some(ArchiveError::OwnedByOther { owner, .. }) => {
+                    let _ = std::fs::write(&owner_file, serde_json::to_vec(owner)?);
+                }
+                // This failure has another cause: the owner file would mislabel it.
+                _ => {
+                    let _ = std::fs::remove_file(&owner_file);
+                }
             }
         }
     }
@@ -211,11 +217,12 @@ async fn claim_once(
     let writer = owner::this_database(data_dir, config.cluster.as_ref())?;
     let mut remembered = store_file.as_os_str().to_owned();
     remembered.push(".owner");
-    // Keyed by the place too: a store file moved to a new path claims that path first.
+    // Keyed by the place too: a store file moved to a new path or server claims it first.
     let claimed = format!(
-        "{} {} s3://{}/{}",
+        "{} {} {} s3://{}/{}",
         writer.system_identifier,
         writer.cluster.as_ref().map_or("", |c| c.uid.as_str()),
+        config.endpoint.as_deref().unwrap_or("aws"),
         config.bucket,
         config.path
     );
@@ -317,13 +324,21 @@ pub fn backup(args: BackupArgs) -> Result<ExitCode, Failure> {
 async fn show_progress(progress: Arc<backup::Progress>, file: PathBuf, every: Duration) {
     let started = std::time::Instant::now();
     let partial = file.with_extension("partial");
+    let mut shown_once = false;
     loop {
-        tokio::time::sleep(every).await;
+        // The first report as soon as the data directory is listed, then one per `every`.
+        let pause = if shown_once {
+            every
+        } else {
+            Duration::from_millis(100)
+        };
+        tokio::time::sleep(pause).await;
         let (done, total) = progress.get();
         if total == 0 {
             // The data directory is still being listed.
             continue;
         }
+        shown_once = true;
         let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
         let shown = BackupProgress {
             bytes_done: done as i64,

@@ -16,7 +16,7 @@ use crate::api::instance::{BackupRequest, InstanceBackup};
 use crate::api::{PgBackup, PgBackupSpec, PgCluster, PgInstance};
 use crate::k8s::apply_status;
 use crate::plan::backups::{self, Backup, Member, Observed};
-use crate::plan::children::archive_location;
+use crate::plan::children::{archive_location, archive_url};
 use crate::plan::names;
 use crate::plan::validation::ValidCluster;
 
@@ -36,6 +36,8 @@ pub struct Step {
     pub last_backup_at: Option<Time>,
     /// Set when a backup just completed and retention ran.
     pub recoverable_from: Option<Time>,
+    /// The current archive holds a completed backup (a drill restores from there).
+    pub backed_up_here: bool,
 }
 
 fn to_chrono(time: &Time) -> DateTime<Utc> {
@@ -90,12 +92,15 @@ pub async fn step(
         .schedule
         .as_ref()
         .filter(|_| spec.is_some_and(|b| !b.suspend));
+    let archive = spec.map(|b| archive_url(&archive_location(valid, &b.s3)));
+    let archive_now = archive.as_deref();
     let plan = backups::plan(&Observed {
         now: Utc::now(),
         schedule,
         healthy,
         backups: &views,
         members: &members,
+        archive: archive_now,
     });
     let reference = cluster.object_ref(&());
     let mut step = Step {
@@ -224,6 +229,17 @@ pub async fn step(
         })
         .max()
         .map(|(_, name, completed)| (name, completed));
+    let here = |phase: Option<BackupPhase>, archive: Option<&str>| {
+        phase == Some(BackupPhase::Completed) && archive.is_some() && archive == archive_now
+    };
+    step.backed_up_here = views
+        .iter()
+        .filter(|b| !plan.delete.contains(&b.name))
+        .any(|b| here(b.phase, b.archive.as_deref()))
+        || plan
+            .finish
+            .as_ref()
+            .is_some_and(|(_, report)| here(report.result.phase, report.result.archive.as_deref()));
     (step.last_backup, step.last_backup_at) = match newest {
         Some((name, completed)) => (Some(name), completed),
         None => (None, None),
@@ -311,9 +327,11 @@ fn finished(
         .and_then(|b| b.status.clone())
         .unwrap_or_default();
     // Where the agent says the backup went; the cluster's object store for older agents.
-    let archive = report.result.archive.clone().or_else(|| {
-        location.map(|s3| format!("s3://{}/{}", s3.bucket, s3.path.clone().unwrap_or_default()))
-    });
+    let archive = report
+        .result
+        .archive
+        .clone()
+        .or_else(|| location.map(archive_url));
     PgBackupStatus {
         result: report.result.clone(),
         location: report

@@ -427,7 +427,7 @@ async fn converge(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action, 
         .into_iter()
         .flatten()
         .collect();
-    let drill = drills::step(&ctx, &cluster, &valid, backup.last_backup.is_some()).await?;
+    let drill = drills::step(&ctx, &cluster, &valid, backup.backed_up_here).await?;
     let mut next = status::observed(
         &previous,
         generation,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
@@ -14,7 +15,6 @@ use super::backups::FIELD_MANAGER;
 use super::{Context, Error};
 use crate::api::backup::{BackupPhase, BackupResult, PgBackupStatus};
 use crate::api::{PgBackup, PgCluster};
-use crate::k8s::apply_status;
 use crate::plan::backups::without_cluster;
 
 pub async fn run(ctx: Arc<Context>) {
@@ -54,8 +54,26 @@ async fn reconcile(backup: Arc<PgBackup>, ctx: Arc<Context>) -> Result<Action, E
             },
             ..PgBackupStatus::default()
         };
+        // Only onto the PgBackup as read: if its cluster appeared and started it meanwhile,
+        // the API refuses this (409) instead of turning a running backup back to Pending.
+        // The cluster's backup step's field manager, so that its next apply replaces this.
+        let patch = serde_json::json!({
+            "apiVersion": "pgha.dev/v1",
+            "kind": "PgBackup",
+            "metadata": {"resourceVersion": backup.resource_version()},
+            "status": status,
+        });
         let backups: Api<PgBackup> = Api::namespaced(ctx.client.clone(), &namespace);
-        apply_status(&backups, &backup.name_any(), FIELD_MANAGER, &status).await?;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        match backups
+            .patch_status(&backup.name_any(), &params, &Patch::Apply(&patch))
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                return Ok(Action::requeue(Duration::from_secs(1)));
+            }
+            other => other?,
+        };
     }
     Ok(Action::await_change())
 }

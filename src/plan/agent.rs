@@ -27,7 +27,8 @@ pub struct Orders {
     /// The primary Lease to hold while primary; none when orders come from a file.
     #[serde(default)]
     pub lease: Option<PrimaryLease>,
-    /// Where WAL is archived; read when the agent starts.
+    /// Where WAL is archived; a change reaches the archive commands at once (the agent
+    /// rewrites their store file).
     #[serde(default)]
     pub archive: Option<S3Spec>,
     /// Restore the first data directory from here instead of running initdb.

@@ -50,6 +50,8 @@ pub struct Observed<'a> {
     pub healthy: bool,
     pub backups: &'a [Backup],
     pub members: &'a [Member],
+    /// The archive backups go to now (`s3://<bucket>/<path>`), when backups are configured.
+    pub archive: Option<&'a str>,
 }
 
 /// What to do now.
@@ -93,14 +95,18 @@ pub fn choose(target: BackupTarget, members: &[Member]) -> Option<&Member> {
     }
 }
 
-/// When the schedule is next due after the newest scheduled backup (or now, for the first).
-/// Missed runs collapse: the next run is one backup however many were missed.
+/// When the schedule is next due after the newest scheduled backup of the current archive
+/// (or now, for the first: also the first after the archive moved, so the new one is
+/// restorable at once). Missed runs collapse: the next run is one backup however many were
+/// missed.
 fn next_run(observed: &Observed<'_>) -> Option<DateTime<Utc>> {
     let schedule = observed.schedule?;
     let last = observed
         .backups
         .iter()
         .filter(|b| b.scheduled)
+        // Not completed yet (no archive named): it is, or was, this archive's.
+        .filter(|b| b.archive.is_none() || b.archive.as_deref() == observed.archive)
         .map(|b| b.created)
         .max()?;
     schedule.find_next_occurrence(&last, false).ok()
@@ -326,6 +332,7 @@ mod tests {
             healthy: true,
             backups,
             members,
+            archive: Some("s3://pg/shop/orders"),
         }
     }
 
@@ -356,6 +363,23 @@ mod tests {
         assert!(plan(&observed(11, Some(&every_ten), &both, &members())).create);
         // Suspended (or no schedule): nothing is created.
         assert!(!plan(&observed(35, None, &done, &members())).create);
+    }
+
+    #[test]
+    fn a_moved_archive_gets_a_backup_at_once() {
+        let daily = parse_schedule("0 3 * * *").unwrap();
+        let members = members();
+        let done = [backup("a", Some(BackupPhase::Completed), 0)];
+        assert!(!plan(&observed(5, Some(&daily), &done, &members)).create);
+        let mut moved = observed(5, Some(&daily), &done, &members);
+        moved.archive = Some("s3://pg/shop/orders-2");
+        assert!(plan(&moved).create);
+        // One that has not completed yet counts for the new archive: no second one.
+        let mut running = [done[0].clone(), backup("b", Some(BackupPhase::Running), 4)];
+        running[1].archive = None;
+        let mut waiting = observed(5, Some(&daily), &running, &members);
+        waiting.archive = Some("s3://pg/shop/orders-2");
+        assert!(!plan(&waiting).create);
     }
 
     #[test]

@@ -212,6 +212,15 @@ pub fn archive_location(valid: &ValidCluster<'_>, s3: &S3Spec) -> S3Spec {
     }
 }
 
+/// `s3://<bucket>/<path>` of an object store with its path filled in, as the archive commands
+/// name it (`Store::location`): the key PgBackups and retention match archives by.
+pub fn archive_url(s3: &S3Spec) -> String {
+    let path = s3.path.as_deref().unwrap_or_default().trim_matches('/');
+    format!("s3://{}/{path}", s3.bucket)
+        .trim_end_matches('/')
+        .to_string()
+}
+
 fn disruption_budgets(
     valid: &ValidCluster<'_>,
     owner: &OwnerReference,

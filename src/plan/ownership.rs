@@ -2,7 +2,10 @@
 //! database system and the cluster in the path; every later writer must be that same database
 //! *and* that same cluster. Two databases in one path restore neither, and a second cluster
 //! restored from the first has the first's system identifier but its own history: its
-//! timelines would collide with the original's.
+//! timelines would collide with the original's while both run. A cluster made again under
+//! the same namespace and name (on its retained volumes, or restored from this archive) is
+//! the same cluster to its archive: one name is one live cluster at a time, and its history
+//! goes on here on a timeline of its own.
 
 use crate::api::common::{ArchiveOwner, ClusterIdentity};
 
@@ -10,7 +13,10 @@ use crate::api::common::{ArchiveOwner, ClusterIdentity};
 pub fn admits(record: &ArchiveOwner, writer: &ArchiveOwner) -> bool {
     record.system_identifier == writer.system_identifier
         && match (&record.cluster, &writer.cluster) {
-            (Some(owner), Some(writer)) => owner.uid == writer.uid,
+            (Some(owner), Some(writer)) => {
+                owner.uid == writer.uid
+                    || (owner.namespace == writer.namespace && owner.name == writer.name)
+            }
             // A record or a writer outside Kubernetes: the database system decides alone.
             _ => true,
         }
@@ -44,7 +50,8 @@ pub fn describe(owner: &ArchiveOwner) -> String {
 /// Why `writer` may not write into `location`, owned by `owner`, and what to do instead.
 pub fn refusal(location: &str, owner: &ArchiveOwner, writer: &ArchiveOwner) -> String {
     let copy = if owner.system_identifier == writer.system_identifier {
-        " (a copy restored from it: the same database system, another history)"
+        " (a copy restored from it under another name: the same database system, another \
+         history)"
     } else {
         ""
     };
@@ -71,11 +78,15 @@ mod tests {
     use super::*;
 
     fn owner(system: &str, uid: Option<&str>) -> ArchiveOwner {
+        named(system, uid, "orders")
+    }
+
+    fn named(system: &str, uid: Option<&str>, name: &str) -> ArchiveOwner {
         ArchiveOwner {
             system_identifier: system.into(),
             cluster: uid.map(|uid| ClusterIdentity {
                 namespace: "shop".into(),
-                name: "orders".into(),
+                name: name.into(),
                 uid: uid.into(),
             }),
             created: Some("2026-12-07T20:00:00Z".into()),
@@ -94,8 +105,16 @@ mod tests {
             (owner("7", Some("a")), owner("8", Some("a")), false),
             (owner("7", None), owner("8", None), false),
             (owner("7", Some("a")), owner("8", None), false),
-            // A restored copy under another cluster, or the cluster made again in its place.
-            (owner("7", Some("a")), owner("7", Some("b")), false),
+            // A copy restored under another name: refused.
+            (
+                owner("7", Some("a")),
+                named("7", Some("b"), "orders-copy"),
+                false,
+            ),
+            // The cluster made again under its name (retained volumes, or restored from here).
+            (owner("7", Some("a")), owner("7", Some("b")), true),
+            // ... but made by initdb: another database.
+            (owner("7", Some("a")), owner("8", Some("b")), false),
         ];
         for (record, writer, admitted) in cases {
             assert_eq!(admits(&record, &writer), admitted, "{record:?} {writer:?}");
@@ -120,7 +139,7 @@ mod tests {
         assert!(text.contains("give this cluster its own spec.backup.s3.path"));
         assert!(text.contains("delete s3://pg/shop/orders/owner.json once shop/orders"));
         assert!(!text.contains("a copy restored"));
-        let copy = refusal("s3://pg/x", &owner("7", None), &owner("7", Some("b")));
+        let copy = refusal("s3://pg/x", &owner("7", None), &named("7", Some("b"), "x"));
         assert!(copy.contains("a copy restored from it"), "{copy}");
         assert!(copy.contains("once its owner no longer"), "{copy}");
     }

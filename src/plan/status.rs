@@ -295,11 +295,25 @@ pub fn archiving(
     status.wal_pending_archive = archiver.map(|a| a.pending);
     if reason == backups::ARCHIVE_OWNED_BY_OTHER_CLUSTER {
         // The database serves, but nothing it commits reaches a backup and its volume fills:
-        // that is not a Ready cluster.
-        status.phase = Some(ClusterPhase::Degraded);
-        let degraded = (true, reason, message.clone());
-        replace(status, previous, "Degraded", degraded, generation, now);
-        not_ready(status, previous, reason, message.clone(), generation, now);
+        // that is not a Ready cluster. A phase or a condition that already says something
+        // worse (a failover, a failed instance) stays.
+        let is = |type_: &str, value: &str| {
+            status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == type_ && c.status == value)
+        };
+        let (degraded, ready) = (is("Degraded", "True"), is("Ready", "True"));
+        if status.phase == Some(ClusterPhase::Healthy) {
+            status.phase = Some(ClusterPhase::Degraded);
+        }
+        if !degraded {
+            let degraded = (true, reason, message.clone());
+            replace(status, previous, "Degraded", degraded, generation, now);
+        }
+        if ready {
+            not_ready(status, previous, reason, message.clone(), generation, now);
+        }
     }
     let archiving = (ok, reason, message);
     replace(

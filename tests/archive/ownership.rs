@@ -156,8 +156,8 @@ async fn an_archive_refuses_every_database_but_its_owner() {
     );
     assert_eq!(s3.objects(""), before, "the refused database wrote nothing");
 
-    // A copy of the owner's own database (its system identifier) under another cluster: a
-    // cluster restored from it, or made again in its place, has a history of its own.
+    // A copy of the owner's own database (its system identifier) under another cluster name:
+    // a cluster restored from it has a history of its own.
     let copy = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(copy.path().join("global")).unwrap();
     std::fs::create_dir_all(copy.path().join("pg_wal")).unwrap();
@@ -170,7 +170,7 @@ async fn an_archive_refuses_every_database_but_its_owner() {
     std::fs::write(&wal, vec![1u8; 16 * 1024 * 1024]).unwrap();
     let push = Command::new(env!("CARGO_BIN_EXE_pgha"))
         .args(["wal-push", "--store"])
-        .arg(stores.of("orders", "uid-again"))
+        .arg(stores.of("orders-copy", "uid-copy"))
         .arg(&wal)
         .output()
         .unwrap();
@@ -182,7 +182,12 @@ async fn an_archive_refuses_every_database_but_its_owner() {
     // The owner itself goes on archiving.
     archive_now(&client).await;
 
-    // An archive claimed by an older pgha names only its database system.
+    // Older pgha reads only `system-identifier`: the first claim wrote it too.
+    let legacy_record = std::fs::read_to_string(s3.object_file("system-identifier")).unwrap();
+    assert_eq!(legacy_record, system);
+
+    // An archive claimed by an older pgha names only its database system: another database
+    // is refused; the same one is admitted, and the archive then records its cluster.
     let mut legacy = StoreConfig::from_file(&s3.store_file()).unwrap();
     legacy.path = "clusters/legacy".into();
     Store::new(&legacy)
@@ -208,4 +213,31 @@ async fn an_archive_refuses_every_database_but_its_owner() {
         stderr.contains("is the archive of database system 42; this is database system"),
         "{stderr}"
     );
+    legacy.path = "clusters/older".into();
+    Store::new(&legacy)
+        .unwrap()
+        .put("system-identifier", system.clone().into(), None, true)
+        .await
+        .unwrap();
+    let older = stores.dir.path().join("older.yaml");
+    let text = stores.base.replace("clusters/one", "clusters/older");
+    std::fs::write(
+        &older,
+        format!("{text}cluster: {{namespace: shop, name: orders, uid: uid-orders}}\n"),
+    )
+    .unwrap();
+    let push = Command::new(env!("CARGO_BIN_EXE_pgha"))
+        .args(["wal-push", "--store"])
+        .arg(&older)
+        .arg(&wal)
+        .output()
+        .unwrap();
+    assert!(
+        push.status.success(),
+        "{}",
+        String::from_utf8_lossy(&push.stderr)
+    );
+    let upgraded = s3.bucket_dir().join("clusters/older/owner.json");
+    let upgraded: ArchiveOwner = serde_json::from_slice(&std::fs::read(upgraded).unwrap()).unwrap();
+    assert_eq!(upgraded.cluster.unwrap().uid, "uid-orders");
 }

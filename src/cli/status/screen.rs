@@ -354,7 +354,9 @@ fn age(now: Timestamp, then: &Time) -> String {
 
 /// A running backup's size column: `1.2 GiB of 4.0 GiB (30%), 80.0 MiB/s`.
 fn progress(p: &BackupProgress) -> String {
-    let percent = (p.bytes_done * 100)
+    let percent = p
+        .bytes_done
+        .saturating_mul(100)
         .checked_div(p.bytes_total)
         .unwrap_or(0)
         .min(100);
