@@ -12,7 +12,7 @@ mod rejections;
 use common::{admit, schema_of};
 use kube::CustomResourceExt;
 use kube::core::cel::compile_schema;
-use pgha::api::{PgBackup, PgCluster, PgInstance};
+use pgha::api::{PgBackup, PgCluster, PgDatabase, PgInstance};
 use rejections::{backup, instance, merge, minimal, named, recovery_target, s3, with};
 use serde_json::{Value, json};
 
@@ -21,6 +21,7 @@ fn schema_for(object: &Value) -> Value {
         Some("PgCluster") => schema_of(PgCluster::crd()),
         Some("PgInstance") => schema_of(PgInstance::crd()),
         Some("PgBackup") => schema_of(PgBackup::crd()),
+        Some("PgDatabase") => schema_of(PgDatabase::crd()),
         other => panic!("no schema for {other:?}"),
     }
 }

@@ -11,7 +11,7 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, PostParams};
 use kube::{Client, Config};
-use pgha::api::{PgBackup, PgCluster, PgInstance};
+use pgha::api::{PgBackup, PgCluster, PgDatabase, PgInstance};
 use pgha_e2e::ControlPlane;
 use serde_json::{Value, json};
 
@@ -30,7 +30,7 @@ async fn install_crds(client: &Client) {
         names.push(crd.metadata.name.clone().unwrap());
         crds.create(&PostParams::default(), &crd).await.unwrap();
     }
-    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(names.len(), 4, "{names:?}");
     let deadline = Instant::now() + Duration::from_secs(30);
     for name in names {
         loop {
@@ -119,6 +119,7 @@ async fn the_api_server_enforces_the_schema_and_cel_rules() {
                 Some("PgCluster") => ApiResource::erase::<PgCluster>(&()),
                 Some("PgInstance") => ApiResource::erase::<PgInstance>(&()),
                 Some("PgBackup") => ApiResource::erase::<PgBackup>(&()),
+                Some("PgDatabase") => ApiResource::erase::<PgDatabase>(&()),
                 other => panic!("no resource for {other:?}"),
             };
             Api::<DynamicObject>::namespaced_with(client.clone(), &namespace, &resource)

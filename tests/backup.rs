@@ -30,17 +30,9 @@ mod writer;
 use eventually::eventually as wait_for;
 use install::{create, healthy, installed, pgha};
 use s3::{BUCKET, S3};
-use writer::{Target, Writer, connect, missing, pgbench};
+use writer::{Target, Writer, missing, pgbench, session};
 
 const NS: &str = "shop";
-
-async fn session(target: &Target) -> tokio_postgres::Client {
-    let (host, port) = (target.address.ip().to_string(), target.address.port());
-    wait_for(Duration::from_secs(30), "a connection", || {
-        connect(target, &host, port)
-    })
-    .await
-}
 
 /// The archive of the cluster at `path` in the test bucket.
 fn store(s3: &S3, path: &str) -> Store {

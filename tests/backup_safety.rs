@@ -29,7 +29,7 @@ mod writer;
 use eventually::eventually as wait_for;
 use install::{create, healthy, installed, pgha};
 use s3::{BUCKET, S3};
-use writer::{Target, connect};
+use writer::{Target, session};
 
 const NS: &str = "shop";
 
@@ -50,14 +50,6 @@ fn store(s3: &S3, path: &str) -> Store {
     let mut config = StoreConfig::from_file(&s3.store_file()).unwrap();
     config.path = path.into();
     Store::new(&config).unwrap()
-}
-
-async fn session(target: &Target) -> tokio_postgres::Client {
-    let (host, port) = (target.address.ip().to_string(), target.address.port());
-    wait_for(Duration::from_secs(30), "a connection", || {
-        connect(target, &host, port)
-    })
-    .await
 }
 
 /// The PgBackup `name` once its phase is `phase`.

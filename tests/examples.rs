@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::{admit, schema_of};
 use kube::CustomResourceExt;
-use pgha::api::PgCluster;
+use pgha::api::{PgCluster, PgDatabase};
 use serde_json::Value;
 
 /// Every property path below `spec` in a schema, such as `spec.storage.size`.
@@ -50,6 +50,27 @@ fn examples_are_accepted_by_schema_and_operator() {
             .get_or_insert_with(|| "default".into());
         assert!(pgha::plan::validation::validate(&cluster).is_ok(), "{path}");
     }
+}
+
+#[test]
+fn roles_example_is_accepted_document_by_document() {
+    let text = read("deploy/examples/roles.yaml");
+    let mut kinds = Vec::new();
+    for document in text.split("\n---\n") {
+        let value: Value = serde_saphyr::from_str(document).expect("YAML");
+        let kind = value["kind"].as_str().unwrap_or_default().to_string();
+        let schema = match kind.as_str() {
+            "PgCluster" => schema_of(PgCluster::crd()),
+            "PgDatabase" => schema_of(PgDatabase::crd()),
+            _ => {
+                kinds.push(kind);
+                continue;
+            }
+        };
+        assert_eq!(admit(&schema, &value, None), Vec::<String>::new(), "{kind}");
+        kinds.push(kind);
+    }
+    assert_eq!(kinds, ["Secret", "PgCluster", "PgDatabase"]);
 }
 
 #[test]

@@ -19,6 +19,7 @@ mod faults;
 #[allow(dead_code)]
 #[path = "common/operator.rs"]
 mod install;
+#[allow(dead_code)]
 #[path = "common/writer.rs"]
 mod writer;
 

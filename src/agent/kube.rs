@@ -2,7 +2,7 @@
 //! with the pod's ServiceAccount, and what it observes goes to that PgInstance's status —
 //! server-side applied under its own field manager, and only when it changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -17,10 +17,12 @@ use tokio::task::JoinHandle;
 
 use super::ConfigState;
 use super::error::{AgentError, Result};
+use super::managed::Password;
 use super::status::Status;
 use crate::api::PgInstance;
 use crate::api::common::ClusterIdentity;
 use crate::api::instance::{InstanceBackup, InstanceRole, LeaseOutage};
+use crate::api::managed::{ManagedSpec, ManagedStatus};
 use crate::k8s::apply_status;
 use crate::plan::agent::{Endpoint, Orders};
 use crate::plan::names::{self, SecretKind};
@@ -180,6 +182,8 @@ pub struct SecretWatch {
     tls: Option<Sources>,
     passwords: Vec<JoinHandle<()>>,
     certificates: Vec<JoinHandle<()>>,
+    /// The password Secrets of `spec.roles`, by name.
+    roles: BTreeMap<String, JoinHandle<()>>,
 }
 
 /// Secret name → its data.
@@ -189,6 +193,7 @@ impl Drop for SecretWatch {
     fn drop(&mut self) {
         self.passwords.iter().for_each(JoinHandle::abort);
         self.certificates.iter().for_each(JoinHandle::abort);
+        self.roles.values().for_each(JoinHandle::abort);
     }
 }
 
@@ -205,6 +210,7 @@ impl SecretWatch {
             tls: None,
             passwords: Vec::new(),
             certificates: Vec::new(),
+            roles: BTreeMap::new(),
         };
         watch.passwords = [superuser, app]
             .into_iter()
@@ -268,6 +274,51 @@ impl SecretWatch {
     pub fn tls(&self) -> Option<Material> {
         Material::read(self.tls.as_ref()?, |secret, key| self.text(secret, key))
     }
+
+    /// Watches the password Secrets of `managed`'s roles from now on (the instance's Role
+    /// names them), and no others.
+    pub fn follow_roles(&mut self, managed: Option<&ManagedSpec>) {
+        let wanted: BTreeSet<String> = managed
+            .iter()
+            .flat_map(|m| m.roles.iter())
+            .filter_map(|r| Some(r.password_secret.as_ref()?.name.clone()))
+            .collect();
+        self.roles.retain(|name, watch| {
+            let keep = wanted.contains(name);
+            if !keep {
+                watch.abort();
+            }
+            keep
+        });
+        for name in wanted {
+            if !self.roles.contains_key(&name) {
+                let watch = self.watch(name.clone());
+                self.roles.insert(name, watch);
+            }
+        }
+    }
+
+    /// The password of each present role that has a password Secret.
+    pub fn role_passwords(&self, managed: &ManagedSpec) -> BTreeMap<String, Password> {
+        managed
+            .roles
+            .iter()
+            .filter(|r| r.is_present())
+            .filter_map(|role| {
+                let secret = &role.password_secret.as_ref()?.name;
+                let password = match self.password(secret) {
+                    Some(password) => Password::Given {
+                        username: self.text(secret, "username"),
+                        password: super::Secret::new(password),
+                    },
+                    None => Password::Missing(format!(
+                        "waiting for the Secret {secret} with a non-empty password key"
+                    )),
+                };
+                Some((role.name.clone(), password))
+            })
+            .collect()
+    }
 }
 
 /// What of its orders the agent has carried out.
@@ -281,6 +332,8 @@ pub struct Applied {
     pub backup: Option<InstanceBackup>,
     /// The last time the primary Lease went unrenewed while this agent served on.
     pub lease_outage: Option<LeaseOutage>,
+    /// How the roles and databases fared (the primary only).
+    pub managed: Option<ManagedStatus>,
 }
 
 /// Writes the agent's observations to its PgInstance's status when they change.
@@ -412,6 +465,7 @@ impl StatusWriter {
             })),
             "backup": applied.backup,
             "lastLeaseOutage": applied.lease_outage,
+            "managed": applied.managed,
             "conditions": [config_condition(&status.config, &self.conditions.lock().unwrap_or_else(|e| e.into_inner()))],
             "passwordsSetAt": status.passwords_set_at.map(Time),
         })

@@ -10,6 +10,7 @@ mod files;
 pub mod http;
 pub mod kube;
 pub mod lease;
+pub mod managed;
 pub mod metrics;
 pub mod peers;
 pub mod pgbin;

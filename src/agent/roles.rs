@@ -196,6 +196,11 @@ impl Agent {
             && self.lock().desired == Desired::Primary
     }
 
+    /// Whether Postgres serves here as the primary: started, roles and slots in place.
+    pub fn serves_as_primary(&self) -> bool {
+        self.runs_as_primary() && self.lock().serving
+    }
+
     /// Whether the data directory is a standby's (it has a `standby.signal`): started as a
     /// primary, it is promoted.
     pub fn is_standby_dir(&self) -> bool {

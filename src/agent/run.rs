@@ -14,6 +14,7 @@ use super::backup::Backups;
 use super::error::{AgentError, Result};
 use super::kube::{ApiOrders, Applied, SecretWatch, StatusWriter};
 use super::lease::{LeaseKeeper, Wanted};
+use super::managed;
 use super::stores::OrderedStore;
 use super::{Agent, Desired};
 use crate::plan::agent::{Current, OrderedRole, Orders, Step, next_step};
@@ -119,8 +120,10 @@ pub async fn run(
             config_generation: None,
             backup: None,
             lease_outage: None,
+            managed: None,
         };
         let backups = Arc::new(Backups::default());
+        let managed = Arc::new(managed::Keeper::default());
         let status = status.map(StatusWriter::spawn);
         let mut last_report = std::time::Instant::now();
         let mut last_tidy = std::time::Instant::now();
@@ -139,6 +142,17 @@ pub async fn run(
                     if let Some(request) = &wanted.backup {
                         backups.take(&agent, request);
                     }
+                    if let Some(watch) = &mut secrets {
+                        watch.follow_roles(wanted.managed.as_ref());
+                    }
+                    let input = wanted.managed.map(|managed| managed::Input {
+                        passwords: secrets
+                            .as_ref()
+                            .map(|w| w.role_passwords(&managed))
+                            .unwrap_or_default(),
+                        managed,
+                    });
+                    managed.tick(&agent, input);
                     if let (Some(store), Some(s3)) = (&mut archive, &wanted.archive)
                         && let Err(e) = store.follow(agent.settings(), s3)
                     {
@@ -170,6 +184,7 @@ pub async fn run(
             {
                 last_report = std::time::Instant::now();
                 applied.backup = backups.report();
+                applied.managed = managed.report();
                 let now = agent.status().await;
                 if let Some(keeper) = &keeper {
                     keeper.publish(&now);

@@ -13,13 +13,19 @@ use super::error::{AgentError, Result};
 use super::settings::Settings;
 use crate::plan::agent::Endpoint;
 use crate::plan::names;
+pub use crate::plan::quote::{ident, literal};
 
 pub async fn connect(settings: &Settings) -> Result<Client> {
+    connect_to(settings, "postgres").await
+}
+
+/// [`connect`] to another database of the instance.
+pub async fn connect_to(settings: &Settings, database: &str) -> Result<Client> {
     let (client, connection) = tokio_postgres::Config::new()
         .host_path(&settings.run_dir)
         .port(settings.port)
         .user(names::SUPERUSER)
-        .dbname("postgres")
+        .dbname(database)
         .application_name("pgha-agent")
         // Maintenance must not wait for a synchronous standby that may be gone.
         .options("-c synchronous_commit=local -c statement_timeout=30s")
@@ -125,26 +131,5 @@ pub async fn wait_ready(
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
-    }
-}
-
-/// Quotes an identifier for SQL.
-pub fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Quotes a string literal for SQL.
-pub fn literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quoting_doubles_the_quote() {
-        assert_eq!(ident(r#"a"b"#), r#""a""b""#);
-        assert_eq!(literal("it's"), "'it''s'");
     }
 }

@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{S3Spec, StorageSpec, resources_schema};
+use super::managed::{Applied, RoleSpec};
 use super::postgres::{
     known_parameters_rule, owned_parameters_rule, parameter_names_rule, parameter_values_rule,
     wal_level_rule,
@@ -53,6 +54,12 @@ pub const MAX_CLUSTER_NAME: usize = 50;
     "self.replication.synchronous.mode == 'off' || self.replication.synchronous.number < self.instances"
 ).message("replication.synchronous.number must be less than instances: synchronous standbys are replicas, and the primary is one of the instances (raise instances or lower the number)"))]
 #[x_kube(validation = known_parameters_rule())]
+#[x_kube(validation = Rule::new(
+    "!has(self.roles) || (has(self.allowSuperuserRoles) && self.allowSuperuserRoles) || self.roles.all(r, !has(r.superuser) || !r.superuser)"
+).message("roles[].superuser needs allowSuperuserRoles: true on the cluster: a superuser bypasses every permission check"))]
+#[x_kube(validation = Rule::new(
+    "!has(self.roles) || !has(self.bootstrap) || !has(self.bootstrap.initdb) || self.roles.all(r, r.name != self.bootstrap.initdb.owner)"
+).message("roles[].name must not be bootstrap.initdb.owner: the application role is managed with its <cluster>-app Secret"))]
 pub struct PgClusterSpec {
     /// Number of Postgres instances: one primary and `instances - 1` streaming replicas.
     #[serde(default = "default_instances")]
@@ -115,6 +122,19 @@ pub struct PgClusterSpec {
     /// for the cluster and the server certificate, and renews it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsSpec>,
+
+    /// Roles the primary keeps in Postgres besides the application role (example:
+    /// `[{name: analyst, inRoles: [pg_read_all_data], generatePassword: true}]`); see
+    /// docs/roles.md. Databases are PgDatabase resources.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.all(r, self.exists_one(s, s.name == r.name))").message("roles[].name must be unique: each role is listed once"))]
+    pub roles: Vec<RoleSpec>,
+
+    /// Lets `roles[].superuser` be true. A superuser role bypasses every permission check,
+    /// so it has to be asked for twice.
+    #[serde(default)]
+    pub allow_superuser_roles: bool,
 }
 
 /// A server certificate from Secrets you manage; the operator reads them and never writes
@@ -615,6 +635,9 @@ pub struct PgClusterStatus {
     /// mark a failover candidate is measured against.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub high_water: Option<HighWater>,
+    /// How `spec.roles` fared on the primary: applied, or the Postgres error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<Applied>,
 }
 
 /// A planned switchover.

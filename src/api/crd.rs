@@ -3,11 +3,16 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-use super::{PgBackup, PgCluster, PgInstance};
+use super::{PgBackup, PgCluster, PgDatabase, PgInstance};
 
 /// Every CRD of the API, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![PgCluster::crd(), PgInstance::crd(), PgBackup::crd()]
+    vec![
+        PgCluster::crd(),
+        PgInstance::crd(),
+        PgBackup::crd(),
+        PgDatabase::crd(),
+    ]
 }
 
 /// The file in `crds/` that holds a CRD: `<plural>.<group>.yaml`.

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::backup::BackupResult;
 use super::cluster::{PlacementSpec, RecoverySpec, RetentionSpec, TlsSpec};
 use super::common::{ArchiveOwner, S3Spec, StorageSpec, resources_schema};
+use super::managed::{ManagedSpec, ManagedStatus};
 
 /// One Postgres server of a PgCluster. Written by the operator, never by users.
 // clippy reads the repeated `type_ = …` of printcolumn(...) as duplicated attributes.
@@ -100,6 +101,21 @@ pub struct PgInstanceSpec {
     /// their primary over the pod network when the Kubernetes API does not answer.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub peers: Vec<Peer>,
+    /// The roles and databases the primary keeps in Postgres (validated where users write
+    /// them: PgCluster `spec.roles` and PgDatabase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "unchecked_object")]
+    pub managed: Option<ManagedSpec>,
+}
+
+/// An object the operator writes and the schema does not look into: the rules of its parts
+/// (immutable fields, reserved names) are for the resources users write, and would be
+/// meaningless (and too costly for the API server) here.
+fn unchecked_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 /// A stretch of time a primary served without renewing its Lease.
@@ -218,6 +234,9 @@ pub struct PgInstanceStatus {
     /// The last backup the agent was asked to take, and how it went.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<InstanceBackup>,
+    /// How `spec.managed` fared (the primary only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<ManagedStatus>,
     /// Standard conditions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,

@@ -10,11 +10,13 @@ pub mod crd;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod instance;
+pub mod managed;
 pub mod postgres;
 
 pub use backup::{PgBackup, PgBackupSpec, PgBackupStatus};
 pub use cluster::{PgCluster, PgClusterSpec, PgClusterStatus};
 pub use instance::{PgInstance, PgInstanceSpec, PgInstanceStatus};
+pub use managed::{PgDatabase, PgDatabaseSpec, PgDatabaseStatus};
 
 /// The API group of every pgha resource.
 pub const GROUP: &str = "pgha.dev";

@@ -22,7 +22,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::apply::{apply, prune};
 use super::switchover::{self, under_way as switchover_under_way};
 use super::{Context, Error};
-use super::{agents, backups, drains, drills, failover, lease_watch, tls, wakes};
+use super::{agents, backups, databases, drains, drills, failover, lease_watch, tls, wakes};
 use crate::api::cluster::{PrimaryUpdateMethod, SWITCHOVER_ANNOTATION};
 use crate::api::instance::{InstanceRole, Peer};
 use crate::api::{PgBackup, PgCluster, PgClusterStatus, PgInstance};
@@ -72,6 +72,7 @@ pub async fn run(ctx: Arc<Context>) {
         )
         // A primary Lease that runs out changes nothing the watches see: wake its cluster then.
         .reconcile_on(lease_watch::expiries(client.clone()))
+        .reconcile_on(databases::watch(&ctx))
         // A cordoned node (a drain) may run a primary that must move.
         .reconcile_all_on(drains::cordons(client))
         .shutdown_on_signal()
@@ -200,7 +201,17 @@ async fn converge(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action, 
         superuser: password()?,
         app: password()?,
         replication: password()?,
+        roles: cluster
+            .spec
+            .roles
+            .iter()
+            .filter(|r| r.generate_password)
+            .map(|r| Ok((r.name.clone(), password()?)))
+            .collect::<Result<_, Error>>()?,
     };
+    // The PgDatabases as listed when the operator started, not an empty store before that.
+    let _ = tokio::time::timeout(Duration::from_secs(10), ctx.databases.wait_until_ready()).await;
+    let (pg_databases, claims) = databases::of(&ctx, &namespace, &name);
     let peers = observed
         .iter()
         .filter_map(|i| {
@@ -237,8 +248,18 @@ async fn converge(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action, 
     // While the primary changes hands, the orders of the existing instances go out first:
     // every other read and write of this reconcile would delay the fence or the promotion.
     // (Rollout turns and backups come later; here each instance keeps what it has.)
+    let plan = |rolling: &BTreeMap<String, Rolling>| {
+        children(
+            &valid,
+            &existing,
+            &fresh,
+            &primary,
+            rolling,
+            &claims.managed,
+        )
+    };
     if !decision.fenced.is_empty() || decision.failover.is_some() {
-        let early = children(&valid, &existing, &fresh, &primary, &rolling)?;
+        let early = plan(&rolling)?;
         let orders = early.instances.into_iter().filter_map(|mut wanted| {
             let now = observed
                 .iter()
@@ -319,19 +340,34 @@ async fn converge(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action, 
         );
         request_switchover(&ctx, &cluster, &previous, &to, why).await?;
     }
-    let mut wanted = children(&valid, &existing, &fresh, &primary, &rolling)?;
+    let mut wanted = plan(&rolling)?;
     let certificates = tls::secrets(&cluster, &certificates, Utc::now())?;
     let secrets_api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let server_ca = tls::server_ca(&secrets_api, &cluster, &certificates).await?;
     wanted.secrets.extend(certificates);
-    // Applications verify the server with the CA their Secret carries.
-    let app = names::secret(&name, names::SecretKind::App);
-    if let (Ok(ca), Some(secret)) = (
-        server_ca.clone(),
-        wanted.secrets.iter_mut().find(|s| s.name_any() == app),
-    ) {
-        let data = secret.data.get_or_insert_default();
-        data.insert("ca.crt".into(), k8s_openapi::ByteString(ca.into_bytes()));
+    // Applications verify the server with the CA their Secret carries: the application
+    // role's and each generated role's.
+    let mut clients = vec![names::secret(&name, names::SecretKind::App)];
+    clients.extend(
+        cluster
+            .spec
+            .roles
+            .iter()
+            .filter(|r| r.generate_password)
+            .map(|r| names::role_secret(&name, &r.name)),
+    );
+    if let Ok(ca) = &server_ca {
+        for secret in wanted
+            .secrets
+            .iter_mut()
+            .filter(|s| clients.contains(&s.name_any()))
+        {
+            let data = secret.data.get_or_insert_default();
+            data.insert(
+                "ca.crt".into(),
+                k8s_openapi::ByteString(ca.clone().into_bytes()),
+            );
+        }
     }
     for secret in &mut wanted.secrets {
         secret.metadata.resource_version = versions.get(&secret.name_any()).cloned().flatten();
@@ -438,6 +474,49 @@ async fn converge(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action, 
         &now(),
     );
     decision.record(&mut next);
+    // What the primary made of the roles and databases (kept while it has not said yet).
+    let managed = current
+        .iter()
+        .find(|i| i.name_any() == primary_name)
+        .and_then(|i| i.status.as_ref()?.managed.clone());
+    if let Some(report) = &managed {
+        next.roles = report.roles.clone();
+    }
+    next.roles
+        .retain(|r| cluster.spec.roles.iter().any(|s| s.name == r.name));
+    for role in &next.roles {
+        let before = previous.roles.iter().find(|r| r.name == role.name);
+        if let Some(message) = role.message.as_ref()
+            && before.and_then(|b| b.message.as_ref()) != Some(message)
+        {
+            let note = format!("role {}: {message}", role.name);
+            ctx.event(&reference, true, "RoleNotApplied", note).await;
+        }
+        if let Some(repair) = &role.repaired
+            && ctx
+                .repairs
+                .first_seen(&format!("{namespace}/{name}/role/{}", role.name), repair)
+        {
+            let note = format!("role {}: {}", role.name, repair.what);
+            ctx.event(&reference, true, "RoleDriftRepaired", note).await;
+        }
+    }
+    ctx.metrics.managed_failed(
+        &namespace,
+        &name,
+        next.roles.iter().filter(|r| !r.applied).count(),
+        pg_databases
+            .iter()
+            .filter(|d| d.status.as_ref().is_some_and(|s| s.applied == Some(false)))
+            .count(),
+    );
+    databases::publish(
+        &ctx,
+        &pg_databases,
+        &claims,
+        managed.as_ref().map(|m| m.databases.as_slice()),
+    )
+    .await?;
     next.last_backup = backup.last_backup.clone();
     next.last_backup_at = backup.last_backup_at.clone();
     if let Some(at) = &backup.recoverable_from {

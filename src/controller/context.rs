@@ -15,14 +15,24 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use kube::runtime::reflector::{self, Store, store::Writer};
+
+use crate::api::PgDatabase;
 use crate::api::backup::BackupProgress;
 use crate::api::instance::LeaseOutage;
+use crate::api::managed::Repair;
 
 pub struct Context {
     pub client: kube::Client,
     recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub vouches: Vouches,
+    /// The changes made by hand the primaries put back, announced once each.
+    pub repairs: Repairs,
+    /// Every PgDatabase, as the cluster controller's watch keeps them.
+    pub databases: Store<PgDatabase>,
+    /// The other half of `databases`, until the cluster controller takes it.
+    databases_writer: Mutex<Option<Writer<PgDatabase>>>,
 }
 
 /// Per cluster (`namespace/name`), the last majority of promises the failover saw for a
@@ -48,6 +58,24 @@ impl Vouches {
     }
 }
 
+/// By role or database (`namespace/kind/name`), the last repair announced.
+#[derive(Default)]
+pub struct Repairs(Mutex<HashMap<String, Repair>>);
+
+impl Repairs {
+    /// Whether `repair` is news: not announced yet, and recent (a new operator leader does
+    /// not announce old ones again).
+    pub fn first_seen(&self, key: &str, repair: &Repair) -> bool {
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.get(key) == Some(repair) {
+            return false;
+        }
+        seen.insert(key.to_string(), repair.clone());
+        let age = k8s_openapi::jiff::Timestamp::now().duration_since(repair.at.0);
+        age.as_secs() < 120
+    }
+}
+
 /// The operator's metrics (`/metrics`), in a prometheus-client registry.
 pub struct Metrics {
     registry: Registry,
@@ -65,6 +93,14 @@ pub struct Metrics {
     backup_running_total: Family<ClusterLabels, Gauge>,
     lease_outage_seconds: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
     lease_outage_ended: Family<ClusterLabels, Gauge<f64, AtomicU64>>,
+    managed_failed: Family<ManagedLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ManagedLabels {
+    namespace: String,
+    cluster: String,
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -119,6 +155,12 @@ impl Default for Metrics {
         let backup_running_total = Family::default();
         let lease_outage_seconds = Family::default();
         let lease_outage_ended = Family::default();
+        let managed_failed = Family::default();
+        registry.register(
+            "pgha_managed_failed",
+            "Roles (kind=role) and PgDatabases (kind=database) of the cluster that the primary could not apply",
+            managed_failed.clone(),
+        );
         registry.register(
             "pgha_primary_lease_last_outage_seconds",
             "How long the cluster's primary last served without renewing its Lease (the Kubernetes API away or unreachable)",
@@ -201,6 +243,7 @@ impl Default for Metrics {
             backup_running_total,
             lease_outage_seconds,
             lease_outage_ended,
+            managed_failed,
         }
     }
 }
@@ -318,6 +361,20 @@ impl Metrics {
         }
     }
 
+    /// How many of a cluster's roles and PgDatabases are not applied.
+    pub fn managed_failed(&self, namespace: &str, cluster: &str, roles: usize, databases: usize) {
+        for (kind, count) in [("role", roles), ("database", databases)] {
+            let labels = ManagedLabels {
+                namespace: namespace.to_string(),
+                cluster: cluster.to_string(),
+                kind,
+            };
+            self.managed_failed
+                .get_or_create(&labels)
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
     pub fn set_leading(&self) {
         self.leader.set(1);
     }
@@ -337,12 +394,24 @@ impl Context {
             controller: "pgha-operator".into(),
             instance: Some(identity.to_string()),
         };
+        let (databases, writer) = reflector::store();
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
             vouches: Vouches::default(),
+            repairs: Repairs::default(),
+            databases,
+            databases_writer: Mutex::new(Some(writer)),
         }
+    }
+
+    /// The writer of `databases`, once: whoever runs its watch.
+    pub fn databases_writer(&self) -> Option<Writer<PgDatabase>> {
+        self.databases_writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Records a decision as a Kubernetes Event on `object`; a failure to record is logged,

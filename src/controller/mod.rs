@@ -8,6 +8,7 @@ pub(crate) mod apply;
 mod backups;
 pub mod cluster;
 mod context;
+mod databases;
 mod drains;
 mod drills;
 mod error;
@@ -66,7 +67,8 @@ pub async fn run(
     tokio::select! {
         () = cluster::run(ctx.clone()) => {}
         () = instance::run(ctx.clone()) => {}
-        () = orphans::run(ctx) => {}
+        () = orphans::run(ctx.clone()) => {}
+        () = databases::orphans(ctx) => {}
         lost = renew => {
             // Never act without the Lease: stop at once; the pod restarts and waits its turn.
             tracing::error!(?lost, "lost the leader Lease; exiting");

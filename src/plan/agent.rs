@@ -40,6 +40,9 @@ pub struct Orders {
     /// The cluster's members and their addresses (none when orders come from a file).
     #[serde(default)]
     pub peers: Vec<crate::api::instance::Peer>,
+    /// Roles and databases the primary keeps in Postgres.
+    #[serde(default)]
+    pub managed: Option<crate::api::managed::ManagedSpec>,
     /// The version of these orders (the PgInstance's `metadata.generation`), when known.
     #[serde(skip)]
     pub generation: Option<i64>,
@@ -59,6 +62,7 @@ impl Orders {
             recovery: spec.recovery.clone(),
             backup: spec.backup.clone(),
             peers: spec.peers.clone(),
+            managed: spec.managed.clone(),
             generation: None,
         }
     }
@@ -161,6 +165,7 @@ mod tests {
             recovery: None,
             backup: None,
             peers: Vec::new(),
+            managed: None,
             generation: None,
         }
     }

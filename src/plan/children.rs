@@ -15,6 +15,7 @@ use thiserror::Error;
 
 use crate::api::common::S3Spec;
 use crate::api::instance::Peer;
+use crate::api::managed::{ManagedDatabase, ManagedSpec, SecretRef};
 use crate::api::{PgInstance, PgInstanceSpec};
 use crate::plan::agent::{Endpoint, OrderedRole, PostgresConfig};
 use crate::plan::names::{self, SecretKind, ServiceKind};
@@ -35,6 +36,8 @@ pub struct FreshPasswords {
     pub superuser: String,
     pub app: String,
     pub replication: String,
+    /// One for each role of `spec.roles` with `generatePassword`, by name.
+    pub roles: BTreeMap<String, String>,
 }
 
 /// The primary as the cluster controller knows it: the instance it chose, and where that
@@ -95,13 +98,15 @@ pub fn children(
     fresh: &FreshPasswords,
     primary: &Primary,
     rolling: &BTreeMap<String, Rolling>,
+    databases: &[ManagedDatabase],
 ) -> Result<Children, PlanError> {
     let owner = valid
         .cluster
         .controller_owner_ref(&())
         .ok_or(PlanError::NoUid)?;
+    let managed = managed(valid, databases);
     Ok(Children {
-        instances: instances(valid, &owner, primary, rolling),
+        instances: instances(valid, &owner, primary, rolling, managed),
         services: ServiceKind::ALL
             .iter()
             .map(|kind| service(valid, &owner, *kind))
@@ -130,11 +135,36 @@ fn meta(
     }
 }
 
+/// What the primary keeps in Postgres: `spec.roles` (a generated password's Secret named)
+/// and the PgDatabases; None when there is nothing.
+fn managed(valid: &ValidCluster<'_>, databases: &[ManagedDatabase]) -> Option<ManagedSpec> {
+    let roles: Vec<_> = valid
+        .cluster
+        .spec
+        .roles
+        .iter()
+        .map(|role| {
+            let mut role = role.clone();
+            if role.generate_password {
+                role.password_secret = Some(SecretRef {
+                    name: names::role_secret(valid.name, &role.name),
+                });
+            }
+            role
+        })
+        .collect();
+    (!roles.is_empty() || !databases.is_empty()).then(|| ManagedSpec {
+        roles,
+        databases: databases.to_vec(),
+    })
+}
+
 fn instances(
     valid: &ValidCluster<'_>,
     owner: &OwnerReference,
     primary: &Primary,
     rolling: &BTreeMap<String, Rolling>,
+    managed: Option<ManagedSpec>,
 ) -> Vec<PgInstance> {
     let spec = &valid.cluster.spec;
     let image = spec
@@ -192,6 +222,7 @@ fn instances(
                     placement: spec.placement,
                     tls: spec.tls.clone(),
                     peers: primary.peers.clone(),
+                    managed: managed.clone(),
                 },
                 status: None,
             }
@@ -292,6 +323,43 @@ fn secrets(
     fresh: &FreshPasswords,
 ) -> Vec<Secret> {
     let bootstrap = &valid.cluster.spec.bootstrap;
+    let app_database = bootstrap
+        .initdb
+        .as_ref()
+        .map(|i| i.database.as_str())
+        .or(bootstrap
+            .recovery
+            .as_ref()
+            .and_then(|r| r.database.as_deref()))
+        .unwrap_or("postgres");
+    let kept = |name: &str, fresh: &String| {
+        existing
+            .get(name)
+            .and_then(|data| data.get("password"))
+            .and_then(|p| String::from_utf8(p.0.clone()).ok())
+            .unwrap_or_else(|| fresh.clone())
+    };
+    let roles = valid
+        .cluster
+        .spec
+        .roles
+        .iter()
+        .filter(|r| r.generate_password && r.is_present())
+        .filter_map(|role| {
+            let name = names::role_secret(valid.name, &role.name);
+            let password = kept(&name, fresh.roles.get(&role.name)?);
+            Some(Secret {
+                metadata: meta(valid, owner, name, "credentials"),
+                type_: Some("kubernetes.io/basic-auth".into()),
+                data: Some(credentials(
+                    valid,
+                    &role.name,
+                    &password,
+                    Some(app_database),
+                )),
+                ..Secret::default()
+            })
+        });
     SecretKind::ALL
         .iter()
         .filter_map(|kind| {
@@ -315,11 +383,7 @@ fn secrets(
                     (None, None) => return None,
                 },
             };
-            let password = existing
-                .get(&name)
-                .and_then(|data| data.get("password"))
-                .and_then(|p| String::from_utf8(p.0.clone()).ok())
-                .unwrap_or_else(|| fresh_password.clone());
+            let password = kept(&name, fresh_password);
             let data = credentials(valid, user, &password, database);
             Some(Secret {
                 metadata: meta(valid, owner, name, "credentials"),
@@ -328,6 +392,7 @@ fn secrets(
                 ..Secret::default()
             })
         })
+        .chain(roles)
         .collect()
 }
 
@@ -396,6 +461,14 @@ fn identity(valid: &ValidCluster<'_>, owner: &OwnerReference, instance: &str) ->
         .map(|kind| names::secret(valid.name, *kind))
         .collect();
     secrets.extend(tls::Sources::of(valid.name, valid.cluster.spec.tls.as_ref()).names());
+    // The password Secrets of `spec.roles`, whose passwords the primary sets.
+    for role in managed(valid, &[]).iter().flat_map(|m| m.roles.iter()) {
+        if let Some(secret) = &role.password_secret
+            && !secrets.contains(&secret.name)
+        {
+            secrets.push(secret.name.clone());
+        }
+    }
     let rules = vec![
         PolicyRule {
             api_groups: Some(vec![String::new()]),
@@ -485,6 +558,7 @@ mod tests {
             superuser: "su-new".into(),
             app: "app-new".into(),
             replication: "repl-new".into(),
+            roles: BTreeMap::from([("analyst".to_string(), "analyst-new".to_string())]),
         }
     }
 
@@ -505,6 +579,7 @@ mod tests {
             &fresh(),
             &first_primary(),
             &BTreeMap::new(),
+            &[],
         )
         .expect("plan")
     }
@@ -570,6 +645,7 @@ mod tests {
             &fresh(),
             &primary,
             &BTreeMap::new(),
+            &[],
         )
         .unwrap();
         assert!(waiting.instances.iter().all(|i| i.spec.primary.is_none()));
@@ -579,7 +655,7 @@ mod tests {
             image: Some("pgha/postgres:old".into()),
         };
         let rolling = BTreeMap::from([("orders-3".to_string(), kept)]);
-        let out = children(&valid, &BTreeMap::new(), &fresh(), &primary, &rolling).unwrap();
+        let out = children(&valid, &BTreeMap::new(), &fresh(), &primary, &rolling, &[]).unwrap();
         let counters: Vec<i64> = out.instances.iter().map(|i| i.spec.restart).collect();
         assert_eq!(counters, [0, 0, 2]);
         let images: Vec<&str> = out
@@ -865,6 +941,51 @@ mod tests {
     }
 
     #[test]
+    fn roles_get_their_secrets_and_the_agents_may_read_them() {
+        let c = cluster(
+            "orders",
+            serde_json::json!({"roles": [
+                {"name": "analyst", "generatePassword": true},
+                {"name": "reader", "passwordSecret": {"name": "reader-pw"}},
+                {"name": "nologin", "login": false},
+            ]}),
+        );
+        let out = plan(&c, &BTreeMap::new());
+        assert_eq!(secret_value(&out, "orders-analyst", "username"), "analyst");
+        assert_eq!(
+            secret_value(&out, "orders-analyst", "password"),
+            "analyst-new"
+        );
+        assert!(
+            secret_value(&out, "orders-analyst", "uri")
+                .ends_with("@orders-rw.shop:5432/app?sslmode=verify-full")
+        );
+        // A Secret the user brings is never written.
+        assert!(
+            out.secrets
+                .iter()
+                .all(|s| s.metadata.name.as_deref() != Some("reader-pw"))
+        );
+        let managed = out.instances[0].spec.managed.clone().expect("managed");
+        let secrets: Vec<Option<&str>> = managed
+            .roles
+            .iter()
+            .map(|r| r.password_secret.as_ref().map(|s| s.name.as_str()))
+            .collect();
+        assert_eq!(secrets, [Some("orders-analyst"), Some("reader-pw"), None]);
+        let readable = out.identities[0].role.rules.as_ref().unwrap()[0]
+            .resource_names
+            .clone()
+            .unwrap();
+        for name in ["orders-analyst", "reader-pw"] {
+            assert!(readable.iter().any(|n| n == name), "{readable:?}");
+        }
+        // Nothing to keep: no orders for it.
+        let bare = plan(&cluster("orders", serde_json::json!({})), &BTreeMap::new());
+        assert!(bare.instances.iter().all(|i| i.spec.managed.is_none()));
+    }
+
+    #[test]
     fn a_cluster_without_uid_is_refused() {
         let mut c = cluster("orders", serde_json::json!({}));
         c.metadata.uid = None;
@@ -875,7 +996,8 @@ mod tests {
                 &BTreeMap::new(),
                 &fresh(),
                 &first_primary(),
-                &BTreeMap::new()
+                &BTreeMap::new(),
+                &[]
             ),
             Err(PlanError::NoUid)
         );

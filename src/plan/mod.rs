@@ -4,13 +4,16 @@
 pub mod agent;
 pub mod backups;
 pub mod children;
+pub mod claims;
 pub mod config;
 pub mod drills;
 pub mod failover;
 pub mod instance;
 pub mod lease;
+pub mod managed;
 pub mod names;
 pub mod ownership;
+pub mod quote;
 pub mod recovery;
 pub mod restart;
 pub mod retention;

@@ -87,6 +87,11 @@ pub fn secret(cluster: &str, kind: SecretKind) -> String {
     format!("{cluster}-{suffix}")
 }
 
+/// The Secret the operator makes for a role of `spec.roles` with `generatePassword`.
+pub fn role_secret(cluster: &str, role: &str) -> String {
+    format!("{cluster}-{role}")
+}
+
 pub fn config_map(cluster: &str) -> String {
     format!("{cluster}-config")
 }

@@ -87,6 +87,21 @@ pub fn backup(target: &str) -> Value {
     })
 }
 
+pub fn database(spec: Value) -> Value {
+    let mut object = json!({
+        "apiVersion": "pgha.dev/v1", "kind": "PgDatabase",
+        "metadata": {"name": "reports", "namespace": "shop"},
+        "spec": {"cluster": "orders", "name": "reports", "owner": "app"},
+    });
+    merge(&mut object, &json!({ "spec": spec }));
+    object
+}
+
+/// A PgCluster with these `spec.roles`.
+fn with_roles(roles: Value) -> Value {
+    with(json!({"spec": {"roles": roles}}))
+}
+
 fn on_create(object: Value, offline: &str, server: Option<&'static str>) -> Rejection {
     Rejection {
         object,
@@ -424,6 +439,84 @@ pub fn all() -> Vec<Rejection> {
             Some("spec.target: Unsupported value: \"replica\""),
         ),
     ];
+    // Roles and databases.
+    for reserved in ["postgres", "streaming_replica", "pg_monitor2", "public"] {
+        out.push(on_create(
+            with_roles(json!([{"name": reserved}])),
+            "roles[].name must not be postgres, streaming_replica",
+            None,
+        ));
+    }
+    out.extend([
+        on_create(
+            with_roles(json!([{"name": "boss", "superuser": true}])),
+            "roles[].superuser needs allowSuperuserRoles: true",
+            None,
+        ),
+        on_create(
+            with_roles(json!([{"name": "copier", "replication": true}])),
+            "roles[].replication must be false",
+            None,
+        ),
+        on_create(
+            with_roles(json!([{"name": "app"}])),
+            "roles[].name must not be bootstrap.initdb.owner",
+            None,
+        ),
+        on_create(
+            with_roles(json!([{"name": "a"}, {"name": "a"}])),
+            "roles[].name must be unique",
+            None,
+        ),
+        on_create(
+            with_roles(json!([{"name": "server", "generatePassword": true}])),
+            "with generatePassword the Secret <cluster>-<name> would be one the cluster has already",
+            None,
+        ),
+        on_create(
+            with_roles(json!([{"name": "Big Boss", "generatePassword": true}])),
+            "roles[].name: a role with generatePassword gets the Secret <cluster>-<name>",
+            None,
+        ),
+        on_create(
+            with_roles(
+                json!([{"name": "a", "generatePassword": true, "passwordSecret": {"name": "a-pw"}}]),
+            ),
+            "set passwordSecret or generatePassword, not both",
+            None,
+        ),
+        // 32 characters of 2 bytes each: a rule counting characters would let them pass.
+        on_create(
+            with_roles(json!([{"name": "ü".repeat(32)}])),
+            "roles[].name may be at most 63 bytes",
+            None,
+        ),
+        on_create(
+            database(json!({"name": "é".repeat(32)})),
+            "name may be at most 63 bytes",
+            None,
+        ),
+        on_create(
+            database(json!({"name": "template1"})),
+            "name must not be postgres, template0 or template1",
+            None,
+        ),
+        on_create(
+            database(json!({"schemas": [{"name": "pg_mine"}]})),
+            "schemas[].name must not start with pg_",
+            None,
+        ),
+        on_update(
+            database(json!({"name": "other"})),
+            database(json!({})),
+            "name is immutable",
+        ),
+        on_update(
+            database(json!({"encoding": "LATIN1"})),
+            database(json!({"encoding": "UTF8"})),
+            "encoding is immutable",
+        ),
+    ]);
     for (name, _) in pgha::api::postgres::OWNED_PARAMETERS {
         out.push(on_create(
             with(json!({"spec": {"postgresql": {"parameters": {"work_mem": "8MB", *name: "x"}}}})),

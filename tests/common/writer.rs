@@ -122,6 +122,15 @@ pub async fn connect(target: &Target, host: &str, port: u16) -> Option<tokio_pos
     }
 }
 
+/// A connection to the target through its Service, waiting up to 30 s for one.
+pub async fn session(target: &Target) -> tokio_postgres::Client {
+    let (host, port) = (target.address.ip().to_string(), target.address.port());
+    crate::eventually::eventually(Duration::from_secs(30), "a connection", || {
+        connect(target, &host, port)
+    })
+    .await
+}
+
 #[derive(Default)]
 struct Log {
     /// Acknowledged rows, with when their commit returned.

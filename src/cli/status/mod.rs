@@ -17,7 +17,7 @@ use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
 use super::kubectl::{Failure, KubeArgs, agent_status, get_cluster, of_cluster};
-use crate::api::{PgBackup, PgInstance};
+use crate::api::{PgBackup, PgDatabase, PgInstance};
 use screen::{Observed, PrimaryReport};
 
 #[derive(Args, Debug)]
@@ -52,11 +52,13 @@ async fn status(args: StatusArgs) -> Result<(), Failure> {
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace);
     let backups = Api::<PgBackup>::namespaced(client.clone(), &namespace);
     let events = Api::<Event>::namespaced(client.clone(), &namespace);
-    let (instances, pods, backups, events) = futures::try_join!(
+    let databases = Api::<PgDatabase>::namespaced(client.clone(), &namespace);
+    let (instances, pods, backups, events, databases) = futures::try_join!(
         instances.list(&ours),
         pods.list(&ours),
         backups.list(&ours),
         events.list(&all),
+        databases.list(&all),
     )?;
     let nodes: BTreeMap<String, String> = pods
         .iter()
@@ -76,6 +78,7 @@ async fn status(args: StatusArgs) -> Result<(), Failure> {
         instances: &instances.items,
         nodes: &nodes,
         backups: &backups.items,
+        databases: &databases.items,
         events: &events.items,
         primary,
     });

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::backup::BackupProgress;
 use crate::api::instance::InstanceRole;
-use crate::api::{PgBackup, PgCluster, PgInstance};
+use crate::api::{PgBackup, PgCluster, PgClusterStatus, PgDatabase, PgInstance};
 use crate::plan::wal::parse_lsn;
 
 /// Events shown, newest last.
@@ -55,6 +55,8 @@ pub struct Observed<'a> {
     /// Pod name → node name.
     pub nodes: &'a BTreeMap<String, String>,
     pub backups: &'a [PgBackup],
+    /// The namespace's PgDatabases (those of other clusters are left out here).
+    pub databases: &'a [PgDatabase],
     pub events: &'a [Event],
     /// The primary's own report, or why it could not be read.
     pub primary: Result<PrimaryReport, String>,
@@ -72,6 +74,8 @@ pub struct Screen {
     pub instances: Vec<Row>,
     pub archiving: Archiving,
     pub backups: Vec<BackupRow>,
+    /// `spec.roles` and the cluster's PgDatabases, and whether the primary applied them.
+    pub managed: Vec<ManagedRow>,
     pub conditions: Vec<ConditionRow>,
     pub events: Vec<EventRow>,
     /// Why the replication column is `unknown`: the primary's agent did not answer.
@@ -94,6 +98,19 @@ pub enum Replication {
     NotStreaming,
     /// The primary's agent did not answer.
     Unknown,
+}
+
+/// A role or a database, as the primary applied it.
+#[derive(Serialize, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedRow {
+    /// `role` or `database`.
+    pub kind: &'static str,
+    /// The role's name, or the PgDatabase's (and its database's, when they differ).
+    pub name: String,
+    pub applied: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Serialize, Debug, PartialEq)]
@@ -209,6 +226,7 @@ pub fn screen(seen: Observed<'_>) -> Screen {
         })
         .collect();
 
+    let managed = managed(seen.cluster, &status, seen.databases);
     Screen {
         namespace: seen.cluster.namespace().unwrap_or_default(),
         cluster: seen.cluster.name_any(),
@@ -225,6 +243,7 @@ pub fn screen(seen: Observed<'_>) -> Screen {
             last_backup: status.last_backup,
         },
         backups,
+        managed,
         conditions: status
             .conditions
             .into_iter()
@@ -239,6 +258,41 @@ pub fn screen(seen: Observed<'_>) -> Screen {
         events: events(seen.cluster, seen.instances, seen.backups, seen.events),
         primary_unreachable: unreachable,
     }
+}
+
+fn managed(
+    cluster: &PgCluster,
+    status: &PgClusterStatus,
+    databases: &[PgDatabase],
+) -> Vec<ManagedRow> {
+    let roles = cluster.spec.roles.iter().map(|role| {
+        let applied = status.roles.iter().find(|r| r.name == role.name);
+        ManagedRow {
+            kind: "role",
+            name: role.name.clone(),
+            applied: applied.map(|a| a.applied),
+            message: applied.and_then(|a| a.message.clone()),
+        }
+    });
+    let mut mine: Vec<&PgDatabase> = databases
+        .iter()
+        .filter(|d| d.spec.cluster == cluster.name_any())
+        .collect();
+    mine.sort_by_key(|d| d.name_any());
+    let databases = mine.into_iter().map(|d| {
+        let s = d.status.clone().unwrap_or_default();
+        let name = match d.name_any() {
+            resource if resource == d.spec.name => resource,
+            resource => format!("{resource} ({})", d.spec.name),
+        };
+        ManagedRow {
+            kind: "database",
+            name,
+            applied: s.applied,
+            message: s.message,
+        }
+    });
+    roles.chain(databases).collect()
 }
 
 fn row(
@@ -585,6 +639,33 @@ pub fn render(screen: &Screen, now: Timestamp, colour: bool) -> String {
         );
     }
 
+    if !screen.managed.is_empty() {
+        out += "\nRoles and databases:\n";
+        let rows = screen
+            .managed
+            .iter()
+            .map(|m| {
+                let (word, hue) = match m.applied {
+                    Some(true) => ("applied", AnsiColor::Green),
+                    Some(false) => ("not applied", AnsiColor::Red),
+                    None => ("waiting", AnsiColor::Yellow),
+                };
+                vec![
+                    plain(m.kind.to_string()),
+                    plain(m.name.clone()),
+                    coloured(word.to_string(), hue),
+                    plain(or_dash(m.message.clone())),
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            colour,
+            &["KIND", "NAME", "STATE", "MESSAGE"],
+            rows,
+        );
+    }
+
     if !screen.conditions.is_empty() {
         out += "\nConditions:\n";
         let rows = screen
@@ -712,9 +793,64 @@ mod tests {
             instances,
             nodes,
             backups: &[],
+            databases: &[],
             events: &[],
             primary,
         })
+    }
+
+    #[test]
+    fn roles_and_databases_show_whether_they_are_applied() {
+        let mut c = cluster();
+        c.spec.roles = serde_json::from_value(serde_json::json!([
+            {"name": "analyst"}, {"name": "holder", "ensure": "absent"}, {"name": "fresh"}
+        ]))
+        .unwrap();
+        let status = c.status.get_or_insert_default();
+        status.roles = serde_json::from_value(serde_json::json!([
+            {"name": "analyst", "applied": true},
+            {"name": "holder", "applied": false, "message": "role holder owns objects"},
+        ]))
+        .unwrap();
+        let database = |resource: &str, cluster: &str| -> PgDatabase {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "pgha.dev/v1", "kind": "PgDatabase",
+                "metadata": {"name": resource},
+                "spec": {"cluster": cluster, "name": "reports", "owner": "analyst"},
+                "status": {"applied": false, "message": "extension x is not available"},
+            }))
+            .unwrap()
+        };
+        let databases = [
+            database("reports-db", "orders"),
+            database("other", "payments"),
+        ];
+        let s = screen(Observed {
+            cluster: &c,
+            instances: &instances(),
+            nodes: &BTreeMap::new(),
+            backups: &[],
+            databases: &databases,
+            events: &[],
+            primary: Ok(report()),
+        });
+        let rows: Vec<(&str, &str, Option<bool>)> = s
+            .managed
+            .iter()
+            .map(|m| (m.kind, m.name.as_str(), m.applied))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("role", "analyst", Some(true)),
+                ("role", "holder", Some(false)),
+                ("role", "fresh", None),
+                ("database", "reports-db (reports)", Some(false)),
+            ]
+        );
+        let text = render(&s, Timestamp::now(), false);
+        assert!(text.contains("Roles and databases:"), "{text}");
+        assert!(text.contains("role holder owns objects"), "{text}");
     }
 
     #[test]
@@ -783,6 +919,7 @@ mod tests {
             instances: &i,
             nodes: &BTreeMap::new(),
             backups: &[],
+            databases: &[],
             events: &events,
             primary: Ok(report()),
         });
