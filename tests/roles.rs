@@ -292,11 +292,15 @@ async fn roles_and_databases_are_kept_as_the_yaml_says() {
         .await;
     }
     // The Event goes out before the reconcile that sends it writes the status.
-    let what = wait_for(Duration::from_secs(30), "the repair in the status", || async {
-        let roles = clusters.get("books").await.ok()?.status?.roles;
-        let analyst = roles.into_iter().find(|r| r.name == "analyst")?;
-        Some(analyst.repaired?.what)
-    })
+    let what = wait_for(
+        Duration::from_secs(30),
+        "the repair in the status",
+        || async {
+            let roles = clusters.get("books").await.ok()?.status?.roles;
+            let analyst = roles.into_iter().find(|r| r.name == "analyst")?;
+            Some(analyst.repaired?.what)
+        },
+    )
     .await;
     assert!(what.contains("analyst"), "{what}");
 

@@ -66,7 +66,8 @@ impl Keeper {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// What the last pass found, while this instance serves as the primary.
+    /// What the last pass found (none once this instance is no longer the primary: the next
+    /// tick forgets it).
     pub fn report(&self) -> Option<ManagedStatus> {
         self.lock().report.clone()
     }
@@ -110,6 +111,11 @@ impl Keeper {
         let mut outcomes = Outcomes::default();
         match observe_roles(&client).await {
             Ok(observed) => {
+                // A role that is not there (dropped by hand, or never made) is made without a
+                // password: set it again after.
+                self.lock()
+                    .passwords_set
+                    .retain(|role, _| observed.iter().any(|o| o.name == *role));
                 let plan = roles(&input.managed.roles, &observed);
                 self.apply(agent, &plan, &mut outcomes).await;
             }
@@ -132,18 +138,23 @@ impl Keeper {
         self.outcome(input, outcomes)
     }
 
-    /// Runs the plan's steps; an item whose step fails is not tried further this pass.
+    /// Runs the plan's steps; an item whose step fails is not tried further this pass (a
+    /// refusal, such as one missing extension, holds back nothing else of its item).
     async fn apply(&self, agent: &Agent, plan: &Plan, outcomes: &mut Outcomes) {
         for refusal in &plan.refused {
             outcomes.fail(&refusal.item, refusal.message.clone());
         }
+        let mut broken = std::collections::BTreeSet::new();
         for step in &plan.steps {
-            if outcomes.failed.contains_key(&step.item) {
+            if broken.contains(&step.item) {
                 continue;
             }
             match run(agent, step).await {
                 Ok(()) => outcomes.did(&step.item, &step.what),
-                Err(e) => outcomes.fail(&step.item, format!("{}: {e}", step.what)),
+                Err(e) => {
+                    broken.insert(step.item.clone());
+                    outcomes.fail(&step.item, format!("{}: {e}", step.what));
+                }
             }
         }
     }
@@ -261,8 +272,12 @@ impl Outcomes {
             .push(what.to_string());
     }
 
+    /// Keeps the first failure of `item`, its first line only: Postgres's DETAIL lines (how
+    /// many sessions are in the way, …) change from pass to pass, and each change would be a
+    /// status write and an Event.
     fn fail(&mut self, item: &Item, message: String) {
-        self.failed.entry(item.clone()).or_insert(message);
+        let first = message.lines().next().unwrap_or_default().to_string();
+        self.failed.entry(item.clone()).or_insert(first);
     }
 
     fn fail_roles(&mut self, input: &Input, message: &str) {
@@ -339,7 +354,7 @@ async fn observe_roles(client: &Client) -> Result<Vec<ObservedRole>> {
             "SELECT r.rolname, r.rolcanlogin, r.rolsuper, r.rolcreatedb, r.rolcreaterole,
                     r.rolinherit, r.rolreplication, r.rolconnlimit,
                     CASE WHEN r.rolvaliduntil IS NULL OR r.rolvaliduntil = 'infinity' THEN NULL
-                         ELSE to_char(r.rolvaliduntil AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') END,
+                         ELSE to_char(r.rolvaliduntil AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') END,
                     ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
                           WHERE m.member = r.oid ORDER BY 1),
                     shobj_description(r.oid, 'pg_authid'),

@@ -71,7 +71,10 @@ pub async fn restore(
     conf::write(&replaying, config, &conf::render(&replaying, config)?, None)?;
     files::write(&auto, &recovery_settings, 0o600, settings.run_as.as_ref())?;
     let mut server = Server::start(&replaying)?;
+    // Replay never waits for the archive while the prefetcher keeps ahead of it.
+    let prefetcher = stores::prefetcher(settings, &store, &into.join("pg_wal"))?;
     let replayed = server.wait_promoted().await;
+    prefetcher.stop().await;
     let stopped = server.stop().await;
     replayed?;
     stopped.map(|()| backup)

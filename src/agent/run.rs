@@ -15,7 +15,7 @@ use super::error::{AgentError, Result};
 use super::kube::{ApiOrders, Applied, SecretWatch, StatusWriter};
 use super::lease::{LeaseKeeper, Wanted};
 use super::managed;
-use super::stores::OrderedStore;
+use super::stores::{self, OrderedStore, Prefetcher};
 use super::{Agent, Desired};
 use crate::plan::agent::{Current, OrderedRole, Orders, Step, next_step};
 
@@ -124,6 +124,7 @@ pub async fn run(
         };
         let backups = Arc::new(Backups::default());
         let managed = Arc::new(managed::Keeper::default());
+        let mut prefetcher = None;
         let status = status.map(StatusWriter::spawn);
         let mut last_report = std::time::Instant::now();
         let mut last_tidy = std::time::Instant::now();
@@ -158,6 +159,7 @@ pub async fn run(
                     {
                         tracing::warn!(error = %e, "the new object store is not written; retrying");
                     }
+                    prefetch(&agent, wanted.role, &mut prefetcher).await;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "orders unreadable; keeping the current state")
@@ -198,6 +200,28 @@ pub async fn run(
         result = work => result,
         _ = term.recv() => shutdown(&agent, "SIGTERM").await,
         _ = int.recv() => shutdown(&agent, "SIGINT").await,
+    }
+}
+
+/// A replica that archives keeps a WAL prefetcher beside it: when streaming falls behind what
+/// the primary still has, replay from the archive does not wait for each segment. A primary
+/// does not fetch WAL, and stops its prefetcher.
+async fn prefetch(agent: &Agent, role: OrderedRole, prefetcher: &mut Option<Prefetcher>) {
+    let settings = agent.settings();
+    match (role, &settings.archive, prefetcher.is_some()) {
+        (OrderedRole::Replica, Some(archive), false) => {
+            let pg_wal = settings.data_dir.join("pg_wal");
+            match stores::prefetcher(settings, &archive.store, &pg_wal) {
+                Ok(started) => *prefetcher = Some(started),
+                Err(e) => tracing::warn!(error = %e, "no WAL prefetcher; wal-fetch fetches alone"),
+            }
+        }
+        (OrderedRole::Primary, _, true) => {
+            if let Some(stopped) = prefetcher.take() {
+                stopped.stop().await;
+            }
+        }
+        _ => {}
     }
 }
 

@@ -28,7 +28,9 @@ pub async fn connect_to(settings: &Settings, database: &str) -> Result<Client> {
         .dbname(database)
         .application_name("pgha-agent")
         // Maintenance must not wait for a synchronous standby that may be gone.
-        .options("-c synchronous_commit=local -c statement_timeout=30s")
+        // Literals are quoted for standard strings (`plan::quote`), whatever
+        // spec.postgresql sets.
+        .options("-c synchronous_commit=local -c statement_timeout=30s -c standard_conforming_strings=on")
         .connect_timeout(Duration::from_secs(1))
         .connect(NoTls)
         .await

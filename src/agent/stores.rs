@@ -11,6 +11,7 @@ use super::files;
 use super::settings::Settings;
 use crate::api::common::ClusterIdentity;
 use crate::plan::agent::S3Spec;
+use crate::plan::prefetch::spool_of;
 
 const KEYS: [&str; 2] = ["ACCESS_KEY_ID", "SECRET_ACCESS_KEY"];
 
@@ -85,3 +86,40 @@ impl OrderedStore {
 }
 
 const ARCHIVE: &str = "archive";
+
+/// A `pgha wal-prefetch` child keeping the spool of `pg_wal` filled from `store` (see
+/// `archive::prefetch`): beside a Postgres that replays the archive.
+pub struct Prefetcher {
+    child: tokio::process::Child,
+    spool: PathBuf,
+}
+
+/// Starts the prefetcher of `pg_wal` for the store file `store`.
+pub fn prefetcher(settings: &Settings, store: &Path, pg_wal: &Path) -> Result<Prefetcher> {
+    let pgha = std::env::current_exe().map_err(AgentError::io("finding", "pgha"))?;
+    let mut cmd = tokio::process::Command::new(pgha);
+    cmd.arg("wal-prefetch")
+        .arg("--store")
+        .arg(store)
+        .arg("--pg-wal")
+        .arg(pg_wal)
+        .kill_on_drop(true);
+    if let Some(user) = &settings.run_as {
+        cmd.args(["--owner", &user.name]);
+    }
+    let child = cmd
+        .spawn()
+        .map_err(AgentError::io("starting", "pgha wal-prefetch"))?;
+    Ok(Prefetcher {
+        child,
+        spool: spool_of(pg_wal),
+    })
+}
+
+impl Prefetcher {
+    /// Stops it and removes its spool: nothing in it will be asked for any more.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+        let _ = std::fs::remove_dir_all(&self.spool);
+    }
+}

@@ -9,6 +9,7 @@ pub mod codec;
 pub mod error;
 pub mod manifest;
 pub mod owner;
+pub mod prefetch;
 pub mod restore;
 pub mod retention;
 pub mod store;

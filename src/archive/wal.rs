@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use super::codec::{self, Compressor};
 use super::error::{ArchiveError, Result};
+use super::prefetch;
 use super::store::Store;
 use crate::plan::wal::WalFile;
 
@@ -132,9 +133,11 @@ pub enum Fetched {
     NotFound,
 }
 
-/// Restores the WAL file `name` to `dest` (Postgres's `%f` and `%p`). Segments are fetched
-/// with the next `prefetch` ones in parallel; those wait in `pg_wal/pgha-prefetch` until
-/// Postgres asks for them.
+/// Restores the WAL file `name` to `dest` (Postgres's `%f` and `%p`) from the spool
+/// `pg_wal/pgha-prefetch` when it is there. With a prefetcher keeping the spool
+/// ([`super::prefetch`]), the request tells it where replay is; without one, segments are
+/// fetched with the next `prefetch` ones in parallel, which wait in the spool until Postgres
+/// asks for them.
 pub async fn fetch(
     store: &Store,
     name: &str,
@@ -142,14 +145,23 @@ pub async fn fetch(
     prefetch: usize,
     segment_size: u64,
 ) -> Result<Fetched> {
-    let spool = dest
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("pgha-prefetch");
+    let spool = prefetch::spool_of(dest.parent().unwrap_or(Path::new(".")));
+    let kept = prefetch::alive(&spool);
+    if kept
+        && matches!(
+            WalFile::parse(name, segment_size),
+            Some(WalFile::Segment(_))
+        )
+    {
+        prefetch::want(&spool, name)?;
+    }
     let spooled = spool.join(name);
     if spooled.exists() {
         std::fs::rename(&spooled, dest).map_err(ArchiveError::io("moving", &spooled))?;
         return Ok(Fetched::Restored);
+    }
+    if kept {
+        return download(store, name, dest).await;
     }
     let mut ahead = tokio::task::JoinSet::new();
     if let Some(WalFile::Segment(segment)) = WalFile::parse(name, segment_size) {
@@ -186,7 +198,7 @@ fn clear_spool(spool: &Path) {
 
 /// Downloads, decompresses and verifies `name` into `dest` (through a temporary file, so
 /// `dest` only ever holds verified content).
-async fn download(store: &Store, name: &str, dest: &Path) -> Result<Fetched> {
+pub(super) async fn download(store: &Store, name: &str, dest: &Path) -> Result<Fetched> {
     let key = key(name);
     let partial = PathBuf::from(format!("{}.pgha-partial", dest.display()));
     let open = || std::fs::File::create(&partial).map_err(ArchiveError::io("creating", &partial));

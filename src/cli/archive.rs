@@ -11,11 +11,12 @@ use clap::Args;
 use crate::agent::RunAs;
 use crate::api::backup::BackupProgress;
 use crate::archive::backup::{self, BackupOptions};
-use crate::archive::owner;
 use crate::archive::restore::{self, RestoreOptions};
 use crate::archive::wal::{self, Fetched};
 use crate::archive::{ArchiveError, Store, StoreConfig, catalog, retention};
+use crate::archive::{owner, prefetch};
 use crate::plan::config::{foreign_owner_file, push_error_file};
+use crate::plan::prefetch::Limits;
 use crate::plan::recovery::Target;
 use crate::plan::retention::{Policy, parse_window};
 use crate::plan::wal::{DEFAULT_SEGMENT_SIZE, parse_lsn};
@@ -138,6 +139,26 @@ pub struct RestoreArgs {
     #[arg(long, default_value_t = 4)]
     parallel: usize,
     /// Give the restored files to this user (Postgres's, when restoring as root).
+    #[arg(long)]
+    owner: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct WalPrefetchArgs {
+    #[command(flatten)]
+    store: StoreArg,
+    /// The `pg_wal` directory of the replaying server: the spool is its `pgha-prefetch`.
+    #[arg(long)]
+    pg_wal: PathBuf,
+    /// Segments kept downloaded ahead of replay (the spool's cap: this many segments).
+    #[arg(long, default_value_t = Limits::default().depth)]
+    depth: u64,
+    /// Downloads at the same time.
+    #[arg(long, default_value_t = Limits::default().parallel)]
+    parallel: usize,
+    #[arg(long, default_value_t = DEFAULT_SEGMENT_SIZE)]
+    wal_segment_size: u64,
+    /// Give the spooled files to this user (Postgres's, when running as root).
     #[arg(long)]
     owner: Option<String>,
 }
@@ -350,6 +371,32 @@ async fn show_progress(progress: Arc<backup::Progress>, file: PathBuf, every: Du
             let _ = std::fs::rename(&partial, &file);
         }
     }
+}
+
+/// Keeps the segments replay will ask for next downloaded until killed (see
+/// `archive::prefetch`); what the agent runs beside a Postgres that replays the archive.
+pub fn wal_prefetch(args: WalPrefetchArgs) -> Result<ExitCode, Failure> {
+    // Checked before it runs, so a broken store file fails here and not on every segment.
+    args.store.open()?;
+    let owner = args
+        .owner
+        .as_deref()
+        .map(RunAs::user)
+        .transpose()?
+        .map(|u| (u.uid.as_raw(), u.gid.as_raw()));
+    let limits = Limits {
+        depth: args.depth,
+        parallel: args.parallel,
+        ..Limits::default()
+    };
+    runtime()?.block_on(prefetch::run(
+        args.store.store.clone(),
+        prefetch::spool_of(&args.pg_wal),
+        args.wal_segment_size,
+        limits,
+        owner,
+    ));
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn restore(args: RestoreArgs) -> Result<ExitCode, Failure> {

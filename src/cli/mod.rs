@@ -63,6 +63,9 @@ enum Command {
     /// restore_command: fetch one WAL file (`pgha wal-fetch --store F %f %p`). Exits 1 when
     /// the archive does not have it, 128 on any other failure.
     WalFetch(archive::WalFetchArgs),
+    /// Keeps the WAL segments a replaying Postgres asks for next downloaded, so that
+    /// `wal-fetch` finds them spooled; runs until killed.
+    WalPrefetch(archive::WalPrefetchArgs),
     /// The archive engine on a local data directory: what the agent and init pods run.
     #[command(subcommand)]
     Archive(ArchiveCommand),
@@ -124,6 +127,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::Switchover(args) => done(switchover::run(args)),
         Command::WalPush(args) => archive::wal_push(args),
         Command::WalFetch(args) => Ok(archive::wal_fetch(args)),
+        Command::WalPrefetch(args) => archive::wal_prefetch(args),
         Command::Archive(ArchiveCommand::Backup(args)) => archive::backup(args),
         Command::Archive(ArchiveCommand::Restore(args)) => archive::restore(args),
         Command::Archive(ArchiveCommand::Catalog(store)) => archive::catalog(store),

@@ -209,9 +209,12 @@ async fn converge(cluster: Arc<PgCluster>, ctx: Arc<Context>) -> Result<Action, 
             .map(|r| Ok((r.name.clone(), password()?)))
             .collect::<Result<_, Error>>()?,
     };
-    // The PgDatabases as listed when the operator started, not an empty store before that.
-    let _ = tokio::time::timeout(Duration::from_secs(10), ctx.databases.wait_until_ready()).await;
-    let (pg_databases, claims) = databases::of(&ctx, &namespace, &name);
+    let kept = observed
+        .iter()
+        .find_map(|i| i.spec.managed.as_ref())
+        .map(|m| m.databases.clone())
+        .unwrap_or_default();
+    let (pg_databases, claims) = databases::of(&ctx, &namespace, &name, &kept);
     let peers = observed
         .iter()
         .filter_map(|i| {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -13,7 +13,7 @@ use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Resource, ResourceExt};
 
 use super::{Context, Error};
-use crate::api::managed::Applied;
+use crate::api::managed::{Applied, ManagedDatabase};
 use crate::api::{PgCluster, PgDatabase};
 use crate::plan::claims::{self, Claims, FINALIZER, Finalizer};
 
@@ -35,8 +35,22 @@ pub fn watch(ctx: &Context) -> impl Stream<Item = ObjectRef<PgCluster>> + use<> 
         })
 }
 
-/// The PgDatabases of a cluster and what its primary is to keep of them.
-pub fn of(ctx: &Context, namespace: &str, cluster: &str) -> (Vec<Arc<PgDatabase>>, Claims) {
+/// The PgDatabases of a cluster and what its primary is to keep of them. Until the watch
+/// has listed them all (just after the operator started), the instances keep the databases
+/// their orders have (`kept`), so the orders do not lose them for a moment.
+pub fn of(
+    ctx: &Context,
+    namespace: &str,
+    cluster: &str,
+    kept: &[ManagedDatabase],
+) -> (Vec<Arc<PgDatabase>>, Claims) {
+    if ctx.databases.wait_until_ready().now_or_never().is_none() {
+        let claims = Claims {
+            managed: kept.to_vec(),
+            ..Claims::default()
+        };
+        return (Vec::new(), claims);
+    }
     let mine: Vec<Arc<PgDatabase>> = ctx
         .databases
         .state()
@@ -96,7 +110,7 @@ pub async fn publish(
             )
             .await;
         }
-        set_finalizer(&api, database, claims::finalizer(database, report)).await?;
+        set_finalizer(&api, database, claims::finalizer(database, claims, report)).await?;
     }
     Ok(())
 }

@@ -39,8 +39,13 @@ pub fn claims(databases: &[&PgDatabase]) -> Claims {
             );
             continue;
         }
-        owners.insert(name, resource.clone());
         let deleting = database.metadata.deletion_timestamp.is_some();
+        // Being deleted, it keeps a database it had, but takes none: one that lost its claim
+        // and was deleted meanwhile must never drop the database of the one that had it.
+        if deleting && database.status.as_ref().and_then(|s| s.applied) != Some(true) {
+            continue;
+        }
+        owners.insert(name, resource.clone());
         let mut spec = database.spec.clone();
         if deleting {
             if spec.database_reclaim_policy == DatabaseReclaimPolicy::Retain {
@@ -79,12 +84,16 @@ pub fn status(
             observed_generation: generation,
             message: a.message.clone(),
         },
-        // Not applied yet: what the status said stays, with the generation it said it of.
-        _ => database.status.clone().unwrap_or(PgDatabaseStatus {
-            applied: Some(false),
-            observed_generation: None,
-            message: Some("waiting for the cluster's primary".into()),
-        }),
+        // Not applied yet: what the primary said last stays, with the generation it said it
+        // of; nothing from the primary yet (or only that the cluster was missing): waiting.
+        _ => match &database.status {
+            Some(said) if said.observed_generation.is_some() => said.clone(),
+            _ => PgDatabaseStatus {
+                applied: Some(false),
+                observed_generation: None,
+                message: Some("waiting for the cluster's primary".into()),
+            },
+        },
     }
 }
 
@@ -107,11 +116,13 @@ pub enum Finalizer {
     Keep,
 }
 
-/// `delete` PgDatabases carry the finalizer until the primary reports their database
-/// dropped at the generation the deletion made; others never carry it.
-pub fn finalizer(database: &PgDatabase, report: Option<&[Applied]>) -> Finalizer {
+/// `delete` PgDatabases that hold their database carry the finalizer until the primary
+/// reports it dropped at the generation the deletion made; others never carry it (one that
+/// lost its claim to an older one would wait for a drop that never comes).
+pub fn finalizer(database: &PgDatabase, claims: &Claims, report: Option<&[Applied]>) -> Finalizer {
     let has = database.finalizers().iter().any(|f| f == FINALIZER);
-    let wants = database.spec.database_reclaim_policy == DatabaseReclaimPolicy::Delete;
+    let wants = database.spec.database_reclaim_policy == DatabaseReclaimPolicy::Delete
+        && !claims.conflicts.contains_key(&database.name_any());
     let deleting = database.metadata.deletion_timestamp.is_some();
     let dropped = || {
         report
@@ -177,7 +188,12 @@ mod tests {
     #[test]
     fn deletion_drops_the_database_only_when_asked() {
         let retain = deleting(database("a", "a", "2026-01-01T00:00:00Z", "retain"), false);
-        let delete = deleting(database("b", "b", "2026-01-01T00:00:00Z", "delete"), true);
+        let mut delete = deleting(database("b", "b", "2026-01-01T00:00:00Z", "delete"), true);
+        delete.status = Some(PgDatabaseStatus {
+            applied: Some(true),
+            observed_generation: Some(1),
+            message: None,
+        });
         let claims = claims(&[&retain, &delete]);
         assert_eq!(claims.managed.len(), 1);
         assert_eq!(claims.managed[0].resource, "b");
@@ -187,10 +203,11 @@ mod tests {
 
     #[test]
     fn the_finalizer_goes_once_the_drop_is_reported_at_the_deletion_generation() {
+        let none = Claims::default();
         let live = database("b", "b", "2026-01-01T00:00:00Z", "delete");
-        assert_eq!(finalizer(&live, None), Finalizer::Add);
+        assert_eq!(finalizer(&live, &none, None), Finalizer::Add);
         let retain = database("a", "a", "2026-01-01T00:00:00Z", "retain");
-        assert_eq!(finalizer(&retain, None), Finalizer::Keep);
+        assert_eq!(finalizer(&retain, &none, None), Finalizer::Keep);
         let gone = deleting(live, true);
         let table = [
             (None, Finalizer::Keep),
@@ -199,11 +216,30 @@ mod tests {
             (Some(vec![applied("b", 2, true)]), Finalizer::Remove),
         ];
         for (report, want) in table {
-            assert_eq!(finalizer(&gone, report.as_deref()), want, "{report:?}");
+            assert_eq!(
+                finalizer(&gone, &none, report.as_deref()),
+                want,
+                "{report:?}"
+            );
         }
         let mut changed_mind = gone.clone();
         changed_mind.spec.database_reclaim_policy = DatabaseReclaimPolicy::Retain;
-        assert_eq!(finalizer(&changed_mind, None), Finalizer::Remove);
+        assert_eq!(finalizer(&changed_mind, &none, None), Finalizer::Remove);
+    }
+
+    #[test]
+    fn a_claim_lost_or_never_held_drops_nothing() {
+        let holder = database("reports", "reports", "2026-01-01T00:00:00Z", "retain");
+        let loser = database("reports-2", "reports", "2026-02-01T00:00:00Z", "delete");
+        let both = claims(&[&holder, &loser]);
+        // The loser never gets the finalizer, and loses one it had.
+        assert_eq!(finalizer(&loser, &both, None), Finalizer::Keep);
+        let mut had = loser.clone();
+        had.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        assert_eq!(finalizer(&had, &both, None), Finalizer::Remove);
+        // Deleted while it held nothing, it takes nothing once the holder is gone.
+        let after = claims(&[&deleting(loser, false)]);
+        assert_eq!(after.managed, []);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod lease;
 pub mod managed;
 pub mod names;
 pub mod ownership;
+pub mod prefetch;
 pub mod quote;
 pub mod recovery;
 pub mod restart;

@@ -12,6 +12,7 @@ mod outage;
 mod ownership;
 mod pitr;
 mod postmaster;
+mod prefetch;
 mod progress;
 mod retention;
 mod s3;
