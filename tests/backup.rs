@@ -463,22 +463,10 @@ async fn archiving_backups_retention_and_point_in_time_restores() {
         .patch("orders", &PatchParams::default(), &Patch::Merge(&pause))
         .await
         .unwrap();
-    // A backup running on the standby ends once the primary archived its last segment; the
-    // primary is idle now, so it is given WAL to switch (archive_timeout only switches a
-    // segment something was written to).
-    let primary = session(&superuser).await;
-    primary
-        .batch_execute("CREATE TABLE ticks (n int)")
-        .await
-        .unwrap();
-    let ticked = std::sync::Mutex::new(std::time::Instant::now());
+    // A backup running on the standby ends once the primary archived its last segment: the
+    // primary is idle now, and switches segments when the standby's agent asks it to
+    // (archive_timeout only switches a segment something was written to).
     let newest = wait_for(Duration::from_secs(180), "no backup running", || async {
-        if ticked.lock().unwrap().elapsed() > Duration::from_secs(5) {
-            *ticked.lock().unwrap() = std::time::Instant::now();
-            let _ = primary
-                .batch_execute("INSERT INTO ticks VALUES (1); SELECT pg_switch_wal()")
-                .await;
-        }
         let all = backups.list(&ListParams::default()).await.ok()?;
         let running = all.items.iter().any(|b| {
             b.spec.cluster == "orders"

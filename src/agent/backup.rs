@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::error::{AgentError, Result};
 use super::{Agent, files, pgbin};
-use crate::api::backup::{BackupPhase, BackupResult};
+use crate::api::backup::{BackupPhase, BackupProgress, BackupResult};
 use crate::api::instance::InstanceBackup;
 use crate::plan::agent::BackupRequest;
 use crate::plan::names;
@@ -64,10 +64,11 @@ impl Backups {
         tokio::spawn(async move {
             let run_dir = &agent.settings().run_dir;
             let progress_file = run_dir.join(format!("backup-{}.progress.json", request.name));
-            let follow = tokio::spawn(
-                this.clone()
-                    .follow(request.name.clone(), progress_file.clone()),
-            );
+            let follow = tokio::spawn(this.clone().follow(
+                agent.clone(),
+                request.name.clone(),
+                progress_file.clone(),
+            ));
             let outcome = run(&agent, &request, &progress_file).await;
             follow.abort();
             // Stopped before the end is recorded, so no late progress lands on a finished backup.
@@ -105,15 +106,26 @@ impl Backups {
 impl Backups {
     /// Copies what `pgha archive backup` writes to `file` into the report of `backup` while
     /// it runs (it rewrites the file every few seconds).
-    async fn follow(self: Arc<Self>, backup: String, file: std::path::PathBuf) {
+    /// Copies the backup's progress file into the report; while a standby's backup waits for
+    /// its last WAL segment, asks the primary to switch segments every few seconds (an idle
+    /// primary would never archive it: `archive_timeout` only switches a segment with
+    /// something in it).
+    async fn follow(self: Arc<Self>, agent: Arc<Agent>, backup: String, file: std::path::PathBuf) {
+        let mut asked: Option<std::time::Instant> = None;
         loop {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             let Some(progress) = std::fs::read(&file)
                 .ok()
-                .and_then(|json| serde_json::from_slice(&json).ok())
+                .and_then(|json| serde_json::from_slice::<BackupProgress>(&json).ok())
             else {
                 continue;
             };
+            if progress.waiting_for_wal.is_some()
+                && asked.is_none_or(|at| at.elapsed() >= std::time::Duration::from_secs(5))
+            {
+                asked = Some(std::time::Instant::now());
+                agent.switch_primary_wal().await;
+            }
             if let Some(report) = self.lock().as_mut().filter(|b| b.name == backup) {
                 report.result.progress = Some(progress);
             }

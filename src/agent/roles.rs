@@ -240,6 +240,35 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// On a replica: asks its primary to switch to a new WAL segment, so that the one a
+    /// backup taken here ends in is archived even when the primary is idle. As the replication
+    /// role, which the primary lets run `pg_switch_wal` (`ensure_roles`); failures are logged,
+    /// the backup waits on.
+    pub async fn switch_primary_wal(&self) {
+        let Desired::Replica(primary) = self.lock().desired.clone() else {
+            return;
+        };
+        let password = self.credentials().replication;
+        let switched = async {
+            let client =
+                sql::connect_replication(&self.settings, &primary, password.expose()).await?;
+            client
+                .batch_execute("SELECT pg_switch_wal()")
+                .await
+                .map_err(AgentError::sql("switching the primary's WAL segment"))
+        };
+        match switched.await {
+            Ok(()) => {
+                tracing::info!(%primary, "asked the primary to switch WAL segments for a backup")
+            }
+            Err(e) => {
+                tracing::warn!(%primary, error = %e, "the primary did not switch WAL segments")
+            }
+        }
+    }
+}
+
 /// pg_rewind reads the source's timeline from its control file, which a just-promoted primary
 /// updates only at its first checkpoint; before that, pg_rewind wrongly finds "no rewind
 /// required" (fixed in PostgreSQL 16). A checkpoint on the source first makes it right.
@@ -350,6 +379,12 @@ pub(super) async fn ensure_roles(client: &Client, credentials: &Credentials) -> 
             ident(repl)
         ));
     }
+    // A backup on a standby waits for the segment it ends in; its agent has the primary
+    // switch segments so that it is archived (`switch_primary_wal`).
+    script.push(format!(
+        "GRANT EXECUTE ON FUNCTION pg_catalog.pg_switch_wal() TO {}",
+        ident(repl)
+    ));
     // CHECKPOINT on a new primary before pg_rewind (see `checkpoint_source`).
     script.push(format!(
         "DO $$ BEGIN IF EXISTS (SELECT FROM pg_roles WHERE rolname = 'pg_checkpoint') THEN GRANT pg_checkpoint TO {}; END IF; END $$",

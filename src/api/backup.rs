@@ -126,6 +126,11 @@ pub struct BackupProgress {
     pub bytes_total: i64,
     /// Bytes read per second since the backup started.
     pub bytes_per_second: i64,
+    /// The WAL segment the backup waits for in the archive once its data is read: the one its
+    /// end is in. A standby's backup asks the primary to switch to the next segment, so that
+    /// an idle primary archives it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for_wal: Option<String>,
 }
 
 /// Lifecycle phase of a backup.

@@ -56,6 +56,8 @@ impl Default for BackupOptions {
 pub struct Progress {
     total: AtomicU64,
     done: AtomicU64,
+    /// The WAL segment the backup waits for in the archive, once its data is read.
+    waiting: std::sync::Mutex<Option<String>>,
 }
 
 impl Progress {
@@ -65,6 +67,14 @@ impl Progress {
             self.done.load(Ordering::Relaxed),
             self.total.load(Ordering::Relaxed),
         )
+    }
+
+    /// The WAL segment the backup waits for, once it does.
+    pub fn waiting_for(&self) -> Option<String> {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn add(&self, bytes: u64) {
@@ -162,6 +172,11 @@ pub async fn take(
         .ok_or_else(|| ArchiveError::Refused(format!("unexpected backup_label: {backup_label}")))?;
     let end = parse_lsn(&end_lsn).unwrap_or(begin_lsn);
     let end_segment = Segment::containing(timeline, end.max(1) - 1, segment_size);
+    *options
+        .progress
+        .waiting
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some(end_segment.name(segment_size));
     wait_for_archive(store, end_segment, segment_size, options.archive_wait).await?;
 
     let manifest = Manifest {
@@ -199,7 +214,8 @@ pub async fn take(
 
 /// A backup is only restorable with WAL up to its end: wait until the archive has it. On a
 /// primary `pg_backup_stop` already waited; a standby cannot switch segments itself, so this
-/// waits for the primary's archiver (a promotion meanwhile continues on the next timeline).
+/// waits for the primary's archiver (its agent asks the primary to switch, see
+/// `Progress::waiting_for`; a promotion meanwhile continues on the next timeline).
 async fn wait_for_archive(
     store: &Store,
     segment: Segment,

@@ -22,8 +22,9 @@ use crate::plan::wal::Segment;
 pub const WANT: &str = ".want";
 /// Touched by a running prefetcher.
 const ALIVE: &str = ".alive";
-/// A prefetcher whose `.alive` is older than this is taken for gone.
-const ALIVE_WITHIN: Duration = Duration::from_secs(2);
+/// A prefetcher whose `.alive` is older than this is taken for gone (generous: a busy
+/// machine may hold up its loop for a while, and `wal-fetch` on its own clears the spool).
+const ALIVE_WITHIN: Duration = Duration::from_secs(10);
 /// How long an end of the archive or a failed download holds before it is tried again.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
@@ -89,7 +90,7 @@ pub async fn run(
     let mut failed: Option<(Segment, Instant)> = None;
     let mut touched = Instant::now() - ALIVE_WITHIN;
     loop {
-        if touched.elapsed() >= ALIVE_WITHIN / 4 {
+        if touched.elapsed() >= Duration::from_secs(1) {
             touched = Instant::now();
             if let Err(e) = touch(&spool, owner) {
                 tracing::warn!(error = %e, "the WAL prefetch spool is not writable");

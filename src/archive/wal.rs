@@ -155,10 +155,13 @@ pub async fn fetch(
     {
         prefetch::want(&spool, name)?;
     }
+    // The prefetcher may drop a spooled segment at any moment (a request it has not seen
+    // yet moved its window): one that is gone is downloaded instead.
     let spooled = spool.join(name);
-    if spooled.exists() {
-        std::fs::rename(&spooled, dest).map_err(ArchiveError::io("moving", &spooled))?;
-        return Ok(Fetched::Restored);
+    match std::fs::rename(&spooled, dest) {
+        Ok(()) => return Ok(Fetched::Restored),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(ArchiveError::io("moving", &spooled)(e)),
     }
     if kept {
         return download(store, name, dest).await;
@@ -187,11 +190,14 @@ pub async fn fetch(
 }
 
 /// Prefetched segments Postgres asked for are gone from the spool; the rest belong to an
-/// earlier request and are dropped so the spool never grows.
+/// earlier request and are dropped so the spool never grows. The prefetcher's files (`.want`,
+/// `.alive`) stay.
 fn clear_spool(spool: &Path) {
     if let Ok(entries) = std::fs::read_dir(spool) {
         for entry in entries.flatten() {
-            let _ = std::fs::remove_file(entry.path());
+            if !entry.file_name().to_string_lossy().starts_with('.') {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
     }
 }

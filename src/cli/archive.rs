@@ -365,6 +365,7 @@ async fn show_progress(progress: Arc<backup::Progress>, file: PathBuf, every: Du
             bytes_done: done as i64,
             bytes_total: total as i64,
             bytes_per_second: rate as i64,
+            waiting_for_wal: progress.waiting_for(),
         };
         let json = serde_json::to_vec(&shown).expect("progress serializes");
         if std::fs::write(&partial, json).is_ok() {

@@ -447,6 +447,7 @@ mod tests {
             bytes_done: 50,
             bytes_total: 100,
             bytes_per_second: 10,
+            waiting_for_wal: None,
         };
         members[1].report = Some(InstanceBackup {
             name: "a".into(),

@@ -58,14 +58,18 @@ pub struct Decision {
     pub remove: Vec<Segment>,
 }
 
-/// The next downloads and removals.
+/// The next downloads and removals. Without a request on record (`wal-fetch` fetching on
+/// its own cleared it), the spool is `wal-fetch`'s and left alone.
 pub fn next(view: &View, limits: Limits) -> Decision {
-    let Some((wanted, _)) = view.wanted.filter(|(_, ago)| *ago < limits.idle) else {
+    let Some((wanted, ago)) = view.wanted else {
+        return Decision::default();
+    };
+    if ago >= limits.idle {
         return Decision {
             start: Vec::new(),
             remove: view.spooled.iter().copied().collect(),
         };
-    };
+    }
     let in_window = |s: &Segment| {
         s.timeline == wanted.timeline
             && s.number > wanted.number
@@ -211,16 +215,19 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_or_unasked_spool_is_emptied() {
-        for wanted in [None, Some((seg(10), Duration::from_secs(61)))] {
-            let view = View {
-                wanted,
-                spooled: set(&[11, 12]),
-                ..View::default()
-            };
-            let d = next(&view, limits(8, 8));
-            assert_eq!(d.start, []);
-            assert_eq!(numbers(&d.remove), [11, 12]);
-        }
+    fn an_idle_spool_is_emptied_and_an_unasked_one_left_alone() {
+        let idle = View {
+            wanted: Some((seg(10), Duration::from_secs(61))),
+            spooled: set(&[11, 12]),
+            ..View::default()
+        };
+        let d = next(&idle, limits(8, 8));
+        assert_eq!(d.start, []);
+        assert_eq!(numbers(&d.remove), [11, 12]);
+        let unasked = View {
+            wanted: None,
+            ..idle
+        };
+        assert_eq!(next(&unasked, limits(8, 8)), Decision::default());
     }
 }

@@ -408,6 +408,9 @@ fn age(now: Timestamp, then: &Time) -> String {
 
 /// A running backup's size column: `1.2 GiB of 4.0 GiB (30%), 80.0 MiB/s`.
 fn progress(p: &BackupProgress) -> String {
+    if let Some(segment) = &p.waiting_for_wal {
+        return format!("{} read, waiting for WAL {segment}", bytes(p.bytes_done));
+    }
     let percent = p
         .bytes_done
         .saturating_mul(100)
@@ -939,8 +942,17 @@ mod tests {
             bytes_done: 3 << 30,
             bytes_total: 10 << 30,
             bytes_per_second: 80 << 20,
+            waiting_for_wal: None,
         };
         assert_eq!(progress(&running), "3.0 GiB of 10.0 GiB (30%), 80.0 MiB/s");
+        let waiting = BackupProgress {
+            waiting_for_wal: Some("000000010000000000000007".into()),
+            ..running
+        };
+        assert_eq!(
+            progress(&waiting),
+            "3.0 GiB read, waiting for WAL 000000010000000000000007"
+        );
         let empty = BackupProgress::default();
         assert_eq!(progress(&empty), "0 B of 0 B (0%), 0 B/s");
         let now: Timestamp = "2026-12-01T05:00:00Z".parse().unwrap();
