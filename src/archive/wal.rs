@@ -133,11 +133,11 @@ pub enum Fetched {
     NotFound,
 }
 
-/// Restores the WAL file `name` to `dest` (Postgres's `%f` and `%p`) from the spool
-/// `pg_wal/pgha-prefetch` when it is there. With a prefetcher keeping the spool
-/// ([`super::prefetch`]), the request tells it where replay is; without one, segments are
-/// fetched with the next `prefetch` ones in parallel, which wait in the spool until Postgres
-/// asks for them.
+/// Restores the WAL file `name` to `dest` (Postgres's `%f` and `%p`): from the spool
+/// `pg_wal/pgha-prefetch` when it is there ([`take_spooled`]), else from the store. With a
+/// prefetcher keeping the spool ([`super::prefetch`]) it downloads just that file; without
+/// one, segments are fetched with the next `prefetch` ones in parallel, which wait in the
+/// spool until Postgres asks for them.
 pub async fn fetch(
     store: &Store,
     name: &str,
@@ -145,24 +145,11 @@ pub async fn fetch(
     prefetch: usize,
     segment_size: u64,
 ) -> Result<Fetched> {
+    if take_spooled(name, dest, segment_size)? {
+        return Ok(Fetched::Restored);
+    }
     let spool = prefetch::spool_of(dest.parent().unwrap_or(Path::new(".")));
     let kept = prefetch::alive(&spool);
-    if kept
-        && matches!(
-            WalFile::parse(name, segment_size),
-            Some(WalFile::Segment(_))
-        )
-    {
-        prefetch::want(&spool, name)?;
-    }
-    // The prefetcher may drop a spooled segment at any moment (a request it has not seen
-    // yet moved its window): one that is gone is downloaded instead.
-    let spooled = spool.join(name);
-    match std::fs::rename(&spooled, dest) {
-        Ok(()) => return Ok(Fetched::Restored),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(ArchiveError::io("moving", &spooled)(e)),
-    }
     if kept {
         return download(store, name, dest).await;
     }
@@ -187,6 +174,28 @@ pub async fn fetch(
     // crash of restore_command instead of the error above.
     while ahead.join_next().await.is_some() {}
     result
+}
+
+/// Tells a running prefetcher which segment replay wants, and moves `name` from the spool to
+/// `dest` if it is there (true). Without the store, the runtime or the network: this is all a
+/// `restore_command` does while the prefetcher keeps ahead, once per segment.
+pub fn take_spooled(name: &str, dest: &Path, segment_size: u64) -> Result<bool> {
+    let spool = prefetch::spool_of(dest.parent().unwrap_or(Path::new(".")));
+    let segment = matches!(
+        WalFile::parse(name, segment_size),
+        Some(WalFile::Segment(_))
+    );
+    if segment && prefetch::alive(&spool) {
+        prefetch::want(&spool, name)?;
+    }
+    // The prefetcher may drop a spooled segment at any moment (a request it has not seen
+    // yet moved its window): one that is gone is downloaded instead.
+    let spooled = spool.join(name);
+    match std::fs::rename(&spooled, dest) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(ArchiveError::io("moving", &spooled)(e)),
+    }
 }
 
 /// Prefetched segments Postgres asked for are gone from the spool; the rest belong to an

@@ -263,7 +263,14 @@ const ABORT_RECOVERY: u8 = 128;
 /// do not exist as a matter of course), 128 for anything else so that recovery stops rather
 /// than ending early on a broken or unreachable archive (1 with `--standby`).
 pub fn wal_fetch(args: WalFetchArgs) -> ExitCode {
-    let fetched = args.store.open().and_then(|store| {
+    // What the prefetcher has is taken before the store is even opened: that costs more
+    // than the move, and this runs once per segment.
+    let spooled = wal::take_spooled(&args.name, &args.dest, args.wal_segment_size);
+    let fetched = spooled.map_err(Failure::from).and_then(|taken| {
+        if taken {
+            return Ok(Fetched::Restored);
+        }
+        let store = args.store.open()?;
         Ok(runtime()?.block_on(wal::fetch(
             &store,
             &args.name,
