@@ -104,11 +104,15 @@ impl Keeper {
 
     async fn pass(&self, agent: &Agent, input: &Input) -> ManagedStatus {
         let settings = agent.settings();
+        let mut outcomes = Outcomes::default();
         let client = match sql::connect(settings).await {
             Ok(client) => client,
-            Err(e) => return everything_failed(input, &e.to_string()),
+            Err(e) => {
+                outcomes.fail_roles(input, &e.to_string());
+                outcomes.fail_databases(input, &e.to_string());
+                return self.outcome(input, outcomes);
+            }
         };
-        let mut outcomes = Outcomes::default();
         match observe_roles(&client).await {
             Ok(observed) => {
                 // A role that is not there (dropped by hand, or never made) is made without a
@@ -293,30 +297,6 @@ impl Outcomes {
                 message.to_string(),
             );
         }
-    }
-}
-
-fn everything_failed(input: &Input, message: &str) -> ManagedStatus {
-    let failed = |name: &str, generation| Applied {
-        name: name.to_string(),
-        applied: false,
-        generation,
-        message: Some(message.to_string()),
-        repaired: None,
-    };
-    ManagedStatus {
-        roles: input
-            .managed
-            .roles
-            .iter()
-            .map(|r| failed(&r.name, None))
-            .collect(),
-        databases: input
-            .managed
-            .databases
-            .iter()
-            .map(|d| failed(&d.resource, Some(d.generation)))
-            .collect(),
     }
 }
 
